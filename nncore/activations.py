@@ -1,0 +1,138 @@
+"""Activation functions and their analytic derivatives.
+
+Each activation maps an array ``z`` of any shape to an array of the same shape
+and dtype. ``derivate(func)`` returns the elementwise derivative ``d func / dz``
+as a function of ``z``; no automatic differentiation is involved. All are
+stable for large ``|z|``: no overflow, no warnings, no NaN.
+"""
+
+from ._array import namespace
+
+LRELU_SLOPE = 1e-3  # the course's leaky slope (10e-4)
+
+
+def identity(X):
+    """``f(z) = z`` (regression outputs)."""
+    return X
+
+
+def sigmoid(X):
+    """Logistic function ``1 / (1 + exp(-z))``, computed without overflow."""
+    xp = namespace(X)
+    # exp(-|z|) never overflows; the two branches are the same function.
+    e = xp.exp(-xp.abs(X))
+    return xp.where(X >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def tanh(X):
+    """Hyperbolic tangent."""
+    return namespace(X).tanh(X)
+
+
+def softmax(X):
+    """Softmax over the last axis (rows of ``(n, k)`` sum to one)."""
+    xp = namespace(X)
+    e = xp.exp(X - xp.max(X, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def RELU(X):
+    """Rectified linear unit ``max(z, 0)``."""
+    xp = namespace(X)
+    return xp.where(X > 0, X, xp.zeros_like(X))
+
+
+def LRELU(X):
+    """Leaky ReLU with slope ``1e-3`` for negative ``z`` (as in the course)."""
+    xp = namespace(X)
+    return xp.where(X > 0, X, LRELU_SLOPE * X)
+
+
+def _d_identity(X):
+    return namespace(X).ones_like(X)
+
+
+def _d_sigmoid(X):
+    s = sigmoid(X)
+    return s * (1 - s)
+
+
+def _d_tanh(X):
+    t = namespace(X).tanh(X)
+    return 1 - t * t
+
+
+def _d_softmax(X):
+    # Diagonal of the Jacobian; layers backpropagate through the full Jacobian.
+    s = softmax(X)
+    return s * (1 - s)
+
+
+def _d_relu(X):
+    xp = namespace(X)
+    return xp.astype(X > 0, X.dtype)
+
+
+def _d_lrelu(X):
+    xp = namespace(X)
+    return xp.where(X > 0, xp.ones_like(X), xp.full_like(X, LRELU_SLOPE))
+
+
+_DERIVATIVES = {
+    identity: _d_identity,
+    sigmoid: _d_sigmoid,
+    tanh: _d_tanh,
+    softmax: _d_softmax,
+    RELU: _d_relu,
+    LRELU: _d_lrelu,
+}
+
+ACTIVATIONS = {f.__name__.lower(): f for f in _DERIVATIVES}
+
+
+def derivate(func):
+    """Return the analytic elementwise derivative of activation ``func``.
+
+    For ``softmax`` this is the diagonal of its Jacobian, ``s * (1 - s)``.
+    A user-defined activation may carry its own derivative as ``func.derivative``.
+
+    Raises
+    ------
+    TypeError
+        ``func`` is not a known activation and has no ``derivative`` attribute.
+    """
+    if func in _DERIVATIVES:
+        return _DERIVATIVES[func]
+    if callable(getattr(func, "derivative", None)):
+        return func.derivative
+    raise TypeError(
+        f"no analytic derivative for activation {getattr(func, '__name__', func)!r}; use one of "
+        f"{sorted(ACTIVATIONS)} or give the function a `derivative` attribute"
+    )
+
+
+def resolve(func, what="activation"):
+    """Turn a name such as ``"relu"`` or a callable into an activation function.
+
+    Raises ``ValueError`` for an unknown name and ``TypeError`` for a callable
+    without an analytic derivative.
+    """
+    if isinstance(func, str):
+        try:
+            return ACTIVATIONS[func.lower()]
+        except KeyError:
+            raise ValueError(f"unknown {what} {func!r}; valid names are {sorted(ACTIVATIONS)}") from None
+    if not callable(func):
+        raise TypeError(f"{what} must be a function or a name, got {type(func).__name__}")
+    derivate(func)  # fail now, not in the middle of training
+    return func
+
+
+def backprop(func, z, a, grad):
+    """Vector-Jacobian product: ``dL/dz`` from ``dL/da`` for ``a = func(z)``."""
+    if func is softmax:
+        xp = namespace(a)
+        return a * (grad - xp.sum(grad * a, axis=-1, keepdims=True))
+    if func is identity:
+        return grad
+    return grad * derivate(func)(z)

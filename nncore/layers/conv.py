@@ -1,0 +1,124 @@
+"""Convolution2DLayer: a bank of 2-D filters followed by an activation."""
+
+from .. import activations, ops
+from .base import Layer, check_int, glorot_or_he
+
+
+class Convolution2DLayer(Layer):
+    """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) plus activation.
+
+    Parameters
+    ----------
+    input_channels, feature_maps : int
+        Channels in and out.
+    kernel_height, kernel_width : int
+        Kernel size.
+    v_stride, h_stride : int
+        Vertical and horizontal stride.
+    pad : "same", "valid", int or (int, int)
+        ``"same"`` gives output ``ceil(i / s)`` with TensorFlow's rule (the odd
+        padding row/column at the bottom/right); an int or pair pads
+        symmetrically with zeros.
+    act_func : callable or str
+        Activation applied to the convolution output.
+    seed : int, optional
+        Seeds the initial kernel when the layer is used on its own.
+    optimized : bool
+        ``True``: im2col and one matrix product; ``False``: the readable direct
+        sum over kernel offsets (same numbers, slower).
+    scheduler : Scheduler, optional
+        Update rule; the CNN passes its own.
+
+    Shape
+    -----
+    Input ``(n, input_channels, h, w)``; output ``(n, feature_maps, oh, ow)``.
+    Parameters ``kernel (feature_maps, input_channels, kernel_height, kernel_width)``
+    and ``bias (feature_maps,)``.
+    """
+
+    params = ("kernel", "bias")
+    penalised = ("kernel",)
+
+    def __init__(
+        self,
+        input_channels,
+        feature_maps,
+        kernel_height,
+        kernel_width,
+        v_stride=1,
+        h_stride=1,
+        pad="same",
+        act_func=activations.LRELU,
+        seed=None,
+        optimized=True,
+        scheduler=None,
+    ):
+        super().__init__(seed, scheduler)
+        name = type(self).__name__
+        check_int(
+            name,
+            input_channels=input_channels,
+            feature_maps=feature_maps,
+            kernel_height=kernel_height,
+            kernel_width=kernel_width,
+            v_stride=v_stride,
+            h_stride=h_stride,
+        )
+        ops.resolve_padding(pad, (1, 1), (1, 1), (1, 1))  # reject bad specs now
+        self.input_channels = input_channels
+        self.feature_maps = feature_maps
+        self.kernel_hw = (kernel_height, kernel_width)
+        self.stride = (v_stride, h_stride)
+        self.pad = pad
+        self.act_func = activations.resolve(act_func)
+        self.optimized = bool(optimized)
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{self.label} expects images (n, channels, height, width), got samples of shape {input_shape}"
+            )
+        channels, *hw = input_shape
+        if channels != self.input_channels:
+            raise ValueError(f"{self.label} expects {self.input_channels} input channels, got {channels}")
+        self.padding = ops.resolve_padding(self.pad, hw, self.kernel_hw, self.stride)
+        padded = [i + sum(p) for i, p in zip(hw, self.padding)]
+        if any(k > p for k, p in zip(self.kernel_hw, padded)):
+            raise ValueError(
+                f"{self.label}: kernel {self.kernel_hw[0]}x{self.kernel_hw[1]} is larger than its "
+                f"padded input {padded[0]}x{padded[1]} (input {hw[0]}x{hw[1]}, pad={self.pad!r})"
+            )
+        return (self.feature_maps, *ops.conv_output_shape(hw, self.kernel_hw, self.stride, self.padding))
+
+    def init_params(self, input_shape, rng):
+        kh, kw = self.kernel_hw
+        shape = (self.feature_maps, self.input_channels, kh, kw)
+        fan_in, fan_out = self.input_channels * kh * kw, self.feature_maps * kh * kw
+        return {"kernel": glorot_or_he(self.act_func, fan_in, fan_out, shape, rng), "bias": [0.0] * self.feature_maps}
+
+    def forward(self, a, training=False):
+        if self.optimized:
+            z, col = ops.conv2d_forward(a, self.kernel, self.bias, self.stride, self.padding)
+        else:
+            z, col = ops.conv2d_direct_forward(a, self.kernel, self.bias, self.stride, self.padding), None
+        out = self.act_func(z)
+        if training:
+            self._cache = (a, col, z, out)
+        return out
+
+    def backward(self, delta, need_input_grad=True):
+        a, col, z, out = self._cache
+        dz = activations.backprop(self.act_func, z, out, delta)
+        if self.optimized:
+            dx, dkernel, dbias = ops.conv2d_backward(
+                dz, col, self.kernel, a.shape[2:], self.stride, self.padding, need_input_grad
+            )
+        else:
+            dx, dkernel, dbias = ops.conv2d_direct_backward(dz, a, self.kernel, self.stride, self.padding)
+        self.grads = {"kernel": dkernel, "bias": dbias}
+        self._cache = None
+        return dx
+
+    def describe(self):
+        kh, kw = self.kernel_hw
+        return f"{self.feature_maps}@{kh}x{kw} s{self.stride} pad={self.pad!r} {self.act_func.__name__}"

@@ -1,0 +1,157 @@
+"""Learning-rate schedulers (optimisers) with the update rules of ``torch.optim``.
+
+A scheduler turns a gradient into the *change* that is subtracted from a
+parameter: ``param -= scheduler.update_change(grad)``. It keeps state (moments,
+step count) for ONE parameter array; layers give each parameter its own copy
+through :meth:`Scheduler.fresh`. ``reset()`` forgets all state.
+"""
+
+import copy
+
+from ._array import namespace
+
+
+class Scheduler:
+    """Abstract base: subclasses implement :meth:`update_change`."""
+
+    _state = ()  # names of the attributes that hold per-parameter state
+
+    def __init__(self, eta):
+        self.eta = eta
+
+    def update_change(self, gradient):
+        raise NotImplementedError(f"{type(self).__name__} must implement update_change")
+
+    def reset(self):
+        """Forget all accumulated state (moments, sums, step count)."""
+        for name in self._state:
+            setattr(self, name, 0 if name == "t" else None)
+
+    def fresh(self):
+        """A copy with the same settings and no state."""
+        new = copy.copy(self)
+        new.reset()
+        return new
+
+    def get_config(self):
+        """The constructor arguments, e.g. ``{"eta": 1e-3, "rho": 0.9, ...}``."""
+        return {k: v for k, v in vars(self).items() if k not in self._state}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Constant(Scheduler):
+    """Plain gradient descent (``torch.optim.SGD``): ``change = eta * g``."""
+
+    def update_change(self, gradient):
+        return self.eta * gradient
+
+
+class Momentum(Scheduler):
+    """Gradient descent with momentum (``SGD(momentum=...)``).
+
+    ``change = momentum * change + eta * g``.
+    """
+
+    _state = ("change",)
+
+    def __init__(self, eta, momentum):
+        super().__init__(eta)
+        self.momentum = momentum
+        self.reset()
+
+    def update_change(self, gradient):
+        step = self.eta * gradient
+        self.change = step if self.change is None else self.momentum * self.change + step
+        return self.change
+
+
+class Adagrad(Scheduler):
+    """Adagrad: ``G += g**2``; ``change = eta * g / (sqrt(G) + eps)``."""
+
+    _state = ("G",)
+
+    def __init__(self, eta, eps=1e-8):
+        super().__init__(eta)
+        self.eps = eps
+        self.reset()
+
+    def _scaled(self, gradient):
+        xp = namespace(gradient)
+        square = gradient * gradient
+        self.G = square if self.G is None else self.G + square
+        return gradient / (xp.sqrt(self.G) + self.eps)
+
+    def update_change(self, gradient):
+        return self.eta * self._scaled(gradient)
+
+
+class AdagradMomentum(Adagrad):
+    """Adagrad with momentum: ``change = momentum * change + eta * g / (sqrt(G) + eps)``."""
+
+    _state = ("G", "change")
+
+    def __init__(self, eta, momentum, eps=1e-8):
+        self.momentum = momentum
+        super().__init__(eta, eps)
+
+    def update_change(self, gradient):
+        step = self.eta * self._scaled(gradient)
+        self.change = step if self.change is None else self.momentum * self.change + step
+        return self.change
+
+
+class RMS_prop(Scheduler):
+    """RMSprop (``torch.optim.RMSprop(alpha=rho)``).
+
+    ``v = rho * v + (1 - rho) * g**2``; ``change = eta * g / (sqrt(v) + eps)``.
+    """
+
+    _state = ("second",)
+
+    def __init__(self, eta, rho, eps=1e-8):
+        super().__init__(eta)
+        self.rho = rho
+        self.eps = eps
+        self.reset()
+
+    def update_change(self, gradient):
+        xp = namespace(gradient)
+        square = (1 - self.rho) * gradient * gradient
+        self.second = square if self.second is None else self.rho * self.second + square
+        return self.eta * gradient / (xp.sqrt(self.second) + self.eps)
+
+
+class Adam(Scheduler):
+    """Adam with bias correction by the number of steps taken (``torch.optim.Adam``).
+
+    ``m = rho m + (1 - rho) g``, ``v = rho2 v + (1 - rho2) g**2``, and
+    ``change = eta * m_hat / (sqrt(v_hat) + eps)`` with
+    ``m_hat = m / (1 - rho**t)``, ``v_hat = v / (1 - rho2**t)``.
+    """
+
+    _state = ("moment", "second", "t")
+
+    def __init__(self, eta, rho=0.9, rho2=0.999, eps=1e-8):
+        super().__init__(eta)
+        self.rho = rho
+        self.rho2 = rho2
+        self.eps = eps
+        self.reset()
+
+    def update_change(self, gradient):
+        xp = namespace(gradient)
+        self.t += 1
+        first = (1 - self.rho) * gradient
+        square = (1 - self.rho2) * gradient * gradient
+        self.moment = first if self.moment is None else self.rho * self.moment + first
+        self.second = square if self.second is None else self.rho2 * self.second + square
+        # Python floats keep float32 state in float32.
+        moment_hat = self.moment / (1 - self.rho**self.t)
+        second_hat = self.second / (1 - self.rho2**self.t)
+        return self.eta * moment_hat / (xp.sqrt(second_hat) + self.eps)
+
+
+SCHEDULERS = {c.__name__: c for c in (Constant, Momentum, Adagrad, AdagradMomentum, RMS_prop, Adam)}
