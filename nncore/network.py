@@ -339,7 +339,8 @@ class CNN:
 
     def _predict_device(self, X, batch_size=PREDICT_BATCH):
         xp = self.backend.xp
-        chunks = [self._feedforward(X[i : i + batch_size, ...]) for i in range(0, X.shape[0], batch_size)]
+        n = X.shape[0]
+        chunks = [self._feedforward(X[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
         return chunks[0] if len(chunks) == 1 else xp.concat(chunks, axis=0)
 
     def _predict_raw(self, X, batch_size):
@@ -351,7 +352,7 @@ class CNN:
         outputs = []
         for start in range(0, max(n, 1), batch_size):
             # Move and check one batch at a time: a large host array never sits whole on the device.
-            chunk = self._inputs(X[start : start + batch_size])
+            chunk = self._inputs(X[start : min(start + batch_size, n)])
             outputs.append(self._feedforward(chunk))
         xp = self.backend.xp
         return source, (outputs[0] if len(outputs) == 1 else xp.concat(outputs, axis=0))
