@@ -5,7 +5,7 @@ Everything of the course API is importable from here::
     from nncore import CNN, Adam, CostCrossEntropy, LRELU, softmax
 """
 
-from . import activations, costs, layers, ops, schedulers
+from . import activations, costs, datasets, filters, layers, ops, schedulers
 from .activations import LRELU, RELU, derivate, identity, sigmoid, softmax, tanh
 from .costs import CostCrossEntropy, CostLogReg, CostOLS
 from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
@@ -36,7 +36,9 @@ __all__ = [
     "TrainingDivergedError",
     "activations",
     "costs",
+    "datasets",
     "derivate",
+    "filters",
     "identity",
     "layers",
     "ops",

@@ -83,7 +83,9 @@ def onehot(labels, n_classes=None, dtype="float64"):
     elif isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
     elif values.size and values.max() >= n_classes:
-        raise ValueError(f"label {values.max()!r} is out of range for n_classes={n_classes} (labels must be < n_classes)")
+        raise ValueError(
+            f"label {values.max()!r} is out of range for n_classes={n_classes} (labels must be < n_classes)"
+        )
     t = np.zeros((values.size, int(n_classes)), dtype=dtype)
     t[np.arange(values.size), values.astype(np.intp)] = 1
     return t
@@ -224,7 +226,9 @@ def _read_idx(file, magic):
         raise ValueError(f"{file.name} is truncated: {len(raw)} bytes, not even the 4-byte magic number")
     found = int.from_bytes(raw[:4], "big")
     if found != magic:
-        raise ValueError(f"{file.name} has magic number 0x{found:08X}, expected 0x{magic:08X}; is it the right IDX file?")
+        raise ValueError(
+            f"{file.name} has magic number 0x{found:08X}, expected 0x{magic:08X}; is it the right IDX file?"
+        )
     if len(raw) < header:
         raise ValueError(f"{file.name} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))

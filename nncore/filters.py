@@ -303,7 +303,7 @@ def _rank1_factors(k):
         )
     # Pivot on the largest entry: col = k[:, q] and row = k[p, :] / k[p, q]
     # reproduce a rank-1 kernel exactly, without SVD round-off.
-    p, q = np.unravel_index(np.argmax(np.abs(host)), host.shape)
+    p, q = (int(i) for i in np.unravel_index(np.argmax(np.abs(host)), host.shape))
     col, row = k[:, q : q + 1], k[p : p + 1, :]
     return col, (row / k[p, q] if rank else row)
 
@@ -311,12 +311,15 @@ def _rank1_factors(k):
 def _fft(backend, x, k, start, shape):
     xp = backend.xp
     if not hasattr(xp, "fft"):
-        raise ValueError(f"method='fft' needs the array-API fft extension, which the {backend.name} backend lacks; use method='direct'")
+        raise ValueError(
+            f"method='fft' needs the array-API fft extension, which the {backend.name} backend lacks; "
+            "use method='direct'"
+        )
     full = (x.shape[0] + k.shape[0] - 1, x.shape[1] + k.shape[1] - 1)
     # Zero-padding both to the full size makes the FFT's circular convolution
     # equal to the linear one.
-    spectrum = xp.fft.rfftn(x, s=full) * xp.fft.rfftn(k, s=full)
-    y = xp.fft.irfftn(spectrum, s=full)
+    spectrum = xp.fft.rfftn(x, s=full, axes=(0, 1)) * xp.fft.rfftn(k, s=full, axes=(0, 1))
+    y = xp.fft.irfftn(spectrum, s=full, axes=(0, 1))
     (r0, c0), (oh, ow) = start, shape
     return xp.astype(y[r0 : r0 + oh, c0 : c0 + ow], x.dtype, copy=False)
 
@@ -371,7 +374,9 @@ def _int_tuple(values, name, length, minimum):
     except TypeError:
         raise TypeError(f"{name} must be a tuple of {length} integers, got {values!r}") from None
     if len(values) != length or not all(_is_int(v) for v in values):
-        raise ValueError(f"{name} must be {length} integer(s) to match the kernel's {length} dimension(s), got {values!r}")
+        raise ValueError(
+            f"{name} must be {length} integer(s) to match the kernel's {length} dimension(s), got {values!r}"
+        )
     if any(v < minimum for v in values):
         raise ValueError(f"{name} must be >= {minimum} in every dimension, got {values!r}")
     return tuple(int(v) for v in values)
