@@ -6,6 +6,26 @@
 dtype('float64')
 """
 
-from .core import NAMES, Backend, available, backend_of, get_backend, to_numpy
+from .core import (
+    NAMES,
+    Backend,
+    available,
+    backend_of,
+    fast_path,
+    fast_paths_enabled,
+    get_backend,
+    to_numpy,
+    use_fast_paths,
+)
 
-__all__ = ["NAMES", "Backend", "available", "backend_of", "get_backend", "to_numpy"]
+__all__ = [
+    "NAMES",
+    "Backend",
+    "available",
+    "backend_of",
+    "fast_path",
+    "fast_paths_enabled",
+    "get_backend",
+    "to_numpy",
+    "use_fast_paths",
+]

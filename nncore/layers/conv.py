@@ -3,6 +3,13 @@
 from .. import activations, ops
 from .base import Layer, check_int, glorot_or_he
 
+# Activations the convolution op applies itself, with their negative slope.
+_FUSED = {
+    activations.identity: ("identity", 0.0),
+    activations.RELU: ("relu", 0.0),
+    activations.LRELU: ("lrelu", activations.LRELU_SLOPE),
+}
+
 
 class Convolution2DLayer(Layer):
     """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) plus activation.
@@ -96,27 +103,45 @@ class Convolution2DLayer(Layer):
         fan_in, fan_out = self.input_channels * kh * kw, self.feature_maps * kh * kw
         return {"kernel": glorot_or_he(self.act_func, fan_in, fan_out, shape, rng), "bias": [0.0] * self.feature_maps}
 
+    def _fused(self):
+        """``(act, slope)`` when the convolution op can apply the activation itself, else ``(None, 0)``."""
+        return _FUSED.get(self.act_func, (None, 0.0))
+
     def forward(self, a, training=False):
-        if self.optimized:
-            z, col = ops.conv2d_forward(a, self.kernel, self.bias, self.stride, self.padding)
+        if not self.optimized:
+            z = ops.conv2d_direct_forward(a, self.kernel, self.bias, self.stride, self.padding)
+            out = self.act_func(z)
+            if training:
+                self._cache = (a, z, out)
+            return out
+        act, slope = self._fused()
+        if act is not None:
+            # RELU/LRELU/identity: applied inside the op (in place on NumPy); z is not kept.
+            out, cache = ops.conv2d_act_forward(a, self.kernel, self.bias, self.stride, self.padding, act, slope,
+                                                training)
+            z = None
         else:
-            z, col = ops.conv2d_direct_forward(a, self.kernel, self.bias, self.stride, self.padding), None
-        out = self.act_func(z)
+            z, cache = ops.conv2d_act_forward(a, self.kernel, self.bias, self.stride, self.padding, "identity", 0.0,
+                                              training)
+            out = self.act_func(z)
         if training:
-            self._cache = (a, col, z, out)
+            self._cache = (cache, z, out)
         return out
 
     def backward(self, delta, need_input_grad=True):
-        a, col, z, out = self._cache
-        dz = activations.backprop(self.act_func, z, out, delta)
-        if self.optimized:
-            dx, dkernel, dbias = ops.conv2d_backward(
-                dz, col, self.kernel, a.shape[2:], self.stride, self.padding, need_input_grad
-            )
-        else:
-            dx, dkernel, dbias = ops.conv2d_direct_backward(dz, a, self.kernel, self.stride, self.padding)
-        self.grads = {"kernel": dkernel, "bias": dbias}
+        cache, z, out = self._cache
         self._cache = None
+        if not self.optimized:
+            dz = activations.backprop(self.act_func, z, out, delta)
+            dx, dkernel, dbias = ops.conv2d_direct_backward(dz, cache, self.kernel, self.stride, self.padding)
+        else:
+            act, slope = self._fused()
+            if act is None:
+                delta, act = activations.backprop(self.act_func, z, out, delta), "identity"
+            dx, dkernel, dbias = ops.conv2d_act_backward(
+                delta, cache, self.kernel, self.stride, self.padding, act, slope, need_input_grad
+            )
+        self.grads = {"kernel": dkernel, "bias": dbias}
         return dx
 
     def describe(self):

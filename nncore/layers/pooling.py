@@ -48,7 +48,7 @@ class Pooling2DLayer(Layer):
         return (channels, *ops.pool_output_shape(hw, self.kernel_hw, self.stride))
 
     def forward(self, a, training=False):
-        out, argmax = ops.pool2d_forward(a, self.kernel_hw, self.stride, self.pooling)
+        out, argmax = ops.pool2d_forward(a, self.kernel_hw, self.stride, self.pooling, need_argmax=training)
         if training:
             self._cache = (a.shape[2:], argmax)
         return out

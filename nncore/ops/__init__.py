@@ -3,15 +3,32 @@
 Everything here is stateless and written against the array API standard; the
 namespace is taken from the arguments. Images are ``(n, c, h, w)``; kernels
 ``(f, c, kh, kw)``; strides and paddings are ``(vertical, horizontal)`` pairs.
+
+For real NumPy arrays some ops (``im2col``, ``col2im``, ``pool2d_*``,
+``conv2d_act_*``) run a faster NumPy-specific version from
+``backends/numpy_fast.py`` that gives the same numbers (up to float rounding
+in matrix products); ``op.generic`` is always the standard-only version and
+``backends.use_fast_paths(False)`` switches the replacements off.
 """
 
-from .conv import conv2d_backward, conv2d_direct_backward, conv2d_direct_forward, conv2d_forward
+from .conv import (
+    FUSED_ACTIVATIONS,
+    conv2d_act_backward,
+    conv2d_act_forward,
+    conv2d_backward,
+    conv2d_direct_backward,
+    conv2d_direct_forward,
+    conv2d_forward,
+)
 from .im2col import col2im, im2col
 from .padding import conv_output_shape, pad2d, resolve_padding, unpad2d
 from .pool import pool2d_backward, pool2d_forward, pool_output_shape
 
 __all__ = [
+    "FUSED_ACTIVATIONS",
     "col2im",
+    "conv2d_act_backward",
+    "conv2d_act_forward",
     "conv2d_backward",
     "conv2d_direct_backward",
     "conv2d_direct_forward",

@@ -14,8 +14,12 @@ Shapes: ``x (n, c, h, w)``, ``kernel (f, c, kh, kw)``, ``bias (f,)``,
 from array_api_compat import device
 
 from .._array import namespace
+from ._dispatch import overridable
 from .im2col import _window, col2im, im2col
 from .padding import conv_output_shape, pad2d, unpad2d
+
+#: Activations that :func:`conv2d_act_forward` applies itself (``lrelu`` needs ``0 < slope < 1``).
+FUSED_ACTIVATIONS = ("identity", "relu", "lrelu")
 
 
 def conv2d_forward(x, kernel, bias, stride, padding):
@@ -50,6 +54,70 @@ def conv2d_backward(dz, col, kernel, input_hw, stride, padding, need_input_grad=
     padded_hw = tuple(i + before + after for i, (before, after) in zip(input_hw, padding))
     dx = col2im(xp.reshape(dcols, col.shape), padded_hw, stride)
     return unpad2d(dx, padding), dkernel, dbias
+
+
+def _activate(xp, act, slope, z):
+    """``act(z)`` with the formulas of :mod:`nncore.activations` (RELU, LRELU, identity)."""
+    if act == "relu":
+        return xp.where(z > 0, z, xp.zeros_like(z))
+    if act == "lrelu":
+        return xp.where(z > 0, z, slope * z)
+    return z
+
+
+def _activation_grad(xp, act, slope, out, delta):
+    """``dL/dz`` from ``dL/dout``; for RELU and LRELU (slope > 0), ``z > 0`` exactly where ``out > 0``."""
+    if act == "relu":
+        return delta * xp.astype(out > 0, delta.dtype)
+    if act == "lrelu":
+        return delta * xp.where(out > 0, xp.ones_like(out), xp.full_like(out, slope))
+    return delta
+
+
+def _check_act(act, slope):
+    if act not in FUSED_ACTIVATIONS:
+        raise ValueError(f"act must be one of {FUSED_ACTIVATIONS}, got {act!r}")
+    if act == "lrelu" and not 0 < slope < 1:
+        raise ValueError(f"lrelu needs a slope between 0 and 1, got {slope!r}")
+
+
+@overridable("conv2d_act_forward", n_arrays=3)
+def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0.0, training=False):
+    """A convolution layer's forward pass: ``out = act(x ⋆ kernel + bias)``.
+
+    ``act`` is ``"identity"``, ``"relu"`` or ``"lrelu"`` (negative slope
+    ``slope``), the activations a backend may fuse into the convolution.
+    Returns ``(out, cache)``; ``cache`` (``None`` unless ``training``) is
+    opaque: hand it to :func:`conv2d_act_backward`. The generic version is
+    :func:`conv2d_forward` followed by the activation; a fast path (NumPy) may
+    keep other layouts inside the cache and recompute columns in chunks.
+    """
+    _check_act(act, slope)
+    z, col = conv2d_forward(x, kernel, bias, stride, padding)
+    out = _activate(namespace(z), act, slope, z)
+    return out, ((tuple(x.shape), col, out) if training else None)
+
+
+def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
+    """Gradients ``(dx, dkernel, dbias)`` of :func:`conv2d_act_forward` from ``delta = dL/dout``.
+
+    ``cache`` must come from :func:`conv2d_act_forward` with the same ``act``;
+    ``dx`` is ``None`` when ``need_input_grad`` is false. A cache made by a
+    fast path carries its own ``backward`` (the matching fast backward pass).
+    """
+    _check_act(act, slope)
+    if not isinstance(cache, tuple):
+        return cache.backward(delta, kernel, stride, padding, act, slope, need_input_grad)
+    return _conv2d_act_backward(delta, cache, kernel, stride, padding, act, slope, need_input_grad)
+
+
+def _conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
+    shape, col, out = cache
+    dz = _activation_grad(namespace(delta), act, slope, out, delta)
+    return conv2d_backward(dz, col, kernel, shape[2:], stride, padding, need_input_grad)
+
+
+conv2d_act_backward.generic = _conv2d_act_backward
 
 
 def _taps(kernel_hw, stride, out_hw):

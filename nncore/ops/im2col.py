@@ -9,6 +9,7 @@ turn a convolution into one batched matrix product whose result is already in
 from array_api_compat import device
 
 from .._array import namespace
+from ._dispatch import overridable
 
 
 def _window(offset, stride, count):
@@ -16,6 +17,7 @@ def _window(offset, stride, count):
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
+@overridable("im2col")
 def im2col(x, kernel_hw, stride_hw, out_hw):
     """Columns ``(n, c, kh, kw, oh, ow)`` of an already padded image ``x``."""
     xp = namespace(x)
@@ -29,6 +31,7 @@ def im2col(x, kernel_hw, stride_hw, out_hw):
     return col
 
 
+@overridable("col2im")
 def col2im(col, padded_hw, stride_hw):
     """Adjoint of :func:`im2col`: sum columns back into a padded ``(n, c, h, w)`` image."""
     xp = namespace(col)

@@ -8,6 +8,7 @@ the window need no special case.
 from array_api_compat import device
 
 from .._array import namespace
+from ._dispatch import overridable
 from .conv import _taps
 
 POOLINGS = ("max", "average")
@@ -18,9 +19,13 @@ def pool_output_shape(input_hw, kernel_hw, stride_hw):
     return tuple((i - k) // s + 1 for i, k, s in zip(input_hw, kernel_hw, stride_hw))
 
 
-def pool2d_forward(x, kernel_hw, stride_hw, pooling="max"):
+@overridable("pool2d_forward")
+def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     """Pool ``x``; return ``(y, argmax)`` where ``argmax`` (max pooling only) is the
-    window offset ``i * kw + j`` of the first maximal element of each window."""
+    window offset ``i * kw + j`` of the first maximal element of each window.
+
+    ``need_argmax=False`` (inference) skips the offsets and returns ``(y, None)``.
+    """
     xp = namespace(x)
     out_hw = pool_output_shape(x.shape[2:], kernel_hw, stride_hw)
     taps = _taps(kernel_hw, stride_hw, out_hw)
@@ -36,9 +41,10 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max"):
         better = window > best
         best = xp.where(better, window, best)
         argmax = xp.where(better, offset, argmax)
-    return best, argmax
+    return best, (argmax if need_argmax else None)
 
 
+@overridable("pool2d_backward")
 def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=None):
     """Gradient with respect to the pooling input; overlapping windows add up."""
     xp = namespace(dy)

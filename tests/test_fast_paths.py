@@ -1,0 +1,315 @@
+"""The NumPy fast paths (backends/numpy_fast.py) give the numbers of the generic ops.
+
+Every fast function is compared with the generic, standard-only version of the
+same op (``op.generic``, called explicitly) on random inputs over many shapes,
+strides and paddings, and a whole network is trained both ways. The dispatch
+must never pick a fast path for array_api_strict (or any non-NumPy) arrays.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import backends
+from backends import numpy_fast
+from nncore import CNN, LRELU, RELU, Adam, CostCrossEntropy, ops, sigmoid, softmax, tanh
+from nncore.layers import Convolution2DLayer, Pooling2DLayer
+
+RNG = np.random.default_rng(20240501)
+
+
+def close(a, b, dtype=np.float32):
+    # Matrix products and sums are blocked differently by BLAS: float rounding only.
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    scale = max(float(np.max(np.abs(b))), 1.0) if np.size(b) else 1.0
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
+
+
+def channels_last(x):
+    """The same values as ``x``, stored (n, h, w, c) as the fast convolution hands them on."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+# ---- dispatch -------------------------------------------------------------------------
+
+
+def test_fast_path_only_for_real_numpy_arrays():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    assert backends.fast_path("pool2d_forward", x) is numpy_fast.pool2d_forward
+    assert backends.fast_path("no_such_op", x) is None
+    assert backends.fast_path("pool2d_forward", x, [1.0]) is None
+    assert backends.fast_path("pool2d_forward", np.ma.zeros((1, 1, 4, 4))) is None  # a subclass
+    with backends.use_fast_paths(False):
+        assert not backends.fast_paths_enabled()
+        assert backends.fast_path("pool2d_forward", x) is None
+    assert backends.fast_paths_enabled()
+
+
+def test_strict_arrays_never_take_a_fast_path(monkeypatch):
+    xps = pytest.importorskip("array_api_strict")
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a NumPy fast path ran on array_api_strict arrays")
+
+    monkeypatch.setattr(numpy_fast, "FAST_PATHS", {name: boom for name in numpy_fast.FAST_PATHS})
+    be = backends.get_backend("array_api_strict", "device1")
+    x = be.asarray(RNG.random((3, 2, 6, 6)), dtype="float32")
+    assert backends.fast_path("pool2d_forward", x) is None
+    cnn = _small_cnn(be)
+    X, t = _data(8)
+    cnn.fit(X, t, epochs=1, batch_size=4, verbose=False)
+    assert cnn.predict_proba(X).shape == (8, 10)
+
+
+def test_ops_dispatch_to_the_fast_path(monkeypatch):
+    calls = []
+    real = numpy_fast.FAST_PATHS["pool2d_forward"]
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(numpy_fast.FAST_PATHS, "pool2d_forward", spy)
+    x = RNG.random((1, 1, 4, 4)).astype(np.float32)
+    ops.pool2d_forward(x, (2, 2), (2, 2))
+    assert calls == [1]
+    with backends.use_fast_paths(False):
+        ops.pool2d_forward(x, (2, 2), (2, 2))
+    assert calls == [1]
+    ops.pool2d_forward.generic(x, (2, 2), (2, 2))
+    assert calls == [1]
+
+
+# ---- col2im and pooling ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel,stride", [((3, 3), (1, 1)), ((2, 3), (2, 1)), ((1, 1), (3, 2)), ((4, 2), (3, 3))])
+def test_col2im(kernel, stride):
+    n, c, (kh, kw), (sh, sw) = 2, 3, kernel, stride
+    padded = (9, 8)
+    oh, ow = ((p - k) // s + 1 for p, k, s in zip(padded, kernel, stride))
+    col = RNG.standard_normal((n, c, kh, kw, oh, ow)).astype(np.float32)
+    fast = ops.col2im(col, padded, stride)
+    generic = ops.col2im.generic(col, padded, stride)
+    assert fast.dtype == np.float32 and fast.shape == generic.shape
+    np.testing.assert_array_equal(fast, generic)  # same additions in the same order
+
+
+POOL_CASES = [
+    ((2, 2), (2, 2), (8, 8)),
+    ((2, 2), (2, 2), (7, 9)),  # leftover row/column
+    ((3, 3), (1, 1), (7, 6)),  # overlapping windows
+    ((3, 2), (2, 1), (9, 7)),  # overlapping in one direction
+    ((2, 2), (3, 3), (8, 8)),  # gaps between windows
+    ((1, 1), (1, 1), (4, 5)),
+    ((4, 4), (4, 4), (4, 4)),
+]
+
+
+@pytest.mark.parametrize("kernel,stride,hw", POOL_CASES)
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("ties", [False, True])
+def test_max_pooling(kernel, stride, hw, layout, ties):
+    x = RNG.integers(0, 3, (3, 4, *hw)) if ties else RNG.standard_normal((3, 4, *hw))
+    x = x.astype(np.float32)
+    if layout == "nhwc":
+        x = channels_last(x)
+    y, argmax = ops.pool2d_forward(x, kernel, stride, "max")
+    y0, argmax0 = ops.pool2d_forward.generic(x, kernel, stride, "max")
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(argmax, argmax0)  # first maximum on ties
+    y_inf, none = ops.pool2d_forward(x, kernel, stride, "max", need_argmax=False)
+    assert none is None
+    np.testing.assert_array_equal(y_inf, y0)
+    dy = RNG.standard_normal(y.shape).astype(np.float32)
+    if layout == "nhwc":
+        dy = channels_last(dy)
+    dx = ops.pool2d_backward(dy, hw, kernel, stride, "max", argmax)
+    dx0 = ops.pool2d_backward.generic(dy, hw, kernel, stride, "max", argmax0)
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    np.testing.assert_array_equal(dx, dx0)
+
+
+@pytest.mark.parametrize("kernel,stride,hw", POOL_CASES)
+def test_average_pooling(kernel, stride, hw):
+    x = RNG.standard_normal((2, 3, *hw)).astype(np.float32)
+    y, _ = ops.pool2d_forward(x, kernel, stride, "average")
+    y0, _ = ops.pool2d_forward.generic(x, kernel, stride, "average")
+    np.testing.assert_array_equal(y, y0)
+    dy = RNG.standard_normal(y.shape).astype(np.float32)
+    dx = ops.pool2d_backward(dy, hw, kernel, stride, "average")
+    dx0 = ops.pool2d_backward.generic(dy, hw, kernel, stride, "average")
+    np.testing.assert_array_equal(dx, dx0)
+
+
+# ---- convolution + activation ---------------------------------------------------------
+
+CONV_CASES = [
+    # (n, c, h, w, f, kh, kw, stride, pad)
+    (4, 1, 28, 28, 1, 3, 3, (1, 1), "same"),
+    (3, 1, 12, 12, 16, 3, 3, (1, 1), "same"),
+    (3, 16, 7, 7, 32, 3, 3, (1, 1), "same"),
+    (2, 3, 9, 8, 5, 3, 2, (2, 1), "same"),
+    (2, 2, 10, 11, 4, 5, 5, (3, 2), "same"),
+    (2, 3, 8, 8, 2, 3, 3, (2, 2), "valid"),
+    (2, 2, 7, 9, 3, 2, 4, (1, 3), (1, 2)),
+    (1, 4, 5, 5, 3, 5, 5, (1, 1), "valid"),  # kernel as large as the image
+    (5, 2, 6, 6, 3, 1, 1, (1, 1), 0),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("act", ["identity", "relu", "lrelu"])
+@pytest.mark.parametrize("chunk_bytes", [None, 1])  # one chunk / one sample per chunk
+def test_conv_act_matches_generic(case, act, chunk_bytes, monkeypatch):
+    if chunk_bytes is not None:
+        monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", chunk_bytes)
+    n, c, h, w, f, kh, kw, stride, pad = case
+    x = RNG.standard_normal((n, c, h, w)).astype(np.float32)
+    kernel = RNG.standard_normal((f, c, kh, kw)).astype(np.float32)
+    bias = RNG.standard_normal(f).astype(np.float32)
+    padding = ops.resolve_padding(pad, (h, w), (kh, kw), stride)
+    slope = 1e-3 if act == "lrelu" else 0.0
+
+    out, cache = ops.conv2d_act_forward(x, kernel, bias, stride, padding, act, slope, training=True)
+    out0, cache0 = ops.conv2d_act_forward.generic(x, kernel, bias, stride, padding, act, slope, training=True)
+    assert out.dtype == np.float32 and out.shape == out0.shape
+    close(out, out0)
+    out_inference, none = ops.conv2d_act_forward(x, kernel, bias, stride, padding, act, slope)
+    assert none is None
+    close(out_inference, out0)
+
+    delta = RNG.standard_normal(out.shape).astype(np.float32)
+    for need_input_grad in (True, False):
+        dx, dk, db = ops.conv2d_act_backward(delta, cache, kernel, stride, padding, act, slope, need_input_grad)
+        dx0, dk0, db0 = ops.conv2d_act_backward.generic(
+            delta, cache0, kernel, stride, padding, act, slope, need_input_grad
+        )
+        assert dk.dtype == db.dtype == np.float32
+        assert dk.shape == kernel.shape and db.shape == bias.shape
+        close(dk, dk0)
+        close(db, db0)
+        if need_input_grad:
+            assert dx.dtype == np.float32 and dx.shape == x.shape
+            close(dx, dx0)
+        else:
+            assert dx is None and dx0 is None
+
+
+def test_conv_act_channels_last_input_and_float64():
+    x = channels_last(RNG.standard_normal((3, 4, 6, 6)))
+    kernel = RNG.standard_normal((5, 4, 3, 3))
+    bias = RNG.standard_normal(5)
+    padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
+    out, cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu", training=True)
+    out0, cache0 = ops.conv2d_act_forward.generic(x, kernel, bias, (1, 1), padding, "relu", training=True)
+    assert out.dtype == np.float64
+    close(out, out0, np.float64)
+    delta = channels_last(RNG.standard_normal(out.shape))
+    for got, want in zip(ops.conv2d_act_backward(delta, cache, kernel, (1, 1), padding, "relu"),
+                         ops.conv2d_act_backward.generic(delta, cache0, kernel, (1, 1), padding, "relu")):
+        close(got, want, np.float64)
+
+
+def test_conv_layer_fast_and_generic_agree_for_unfused_activations():
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    delta = RNG.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    for act in (sigmoid, tanh, RELU, LRELU):
+        results = []
+        for fast in (True, False):
+            layer = Convolution2DLayer(3, 4, 3, 3, act_func=act, seed=3, scheduler=Adam(1e-3))
+            layer.build((3, 6, 6))
+            with backends.use_fast_paths(fast):
+                out = layer.forward(x, training=True)
+                dx = layer.backward(delta)
+            results.append((out, dx, layer.grads["kernel"], layer.grads["bias"]))
+        for got, want in zip(*results):
+            close(got, want)
+
+
+# ---- whole networks ---------------------------------------------------------------------
+
+
+def _small_cnn(backend="numpy", pooling="max"):
+    cnn = CNN(cost_func=CostCrossEntropy, scheduler=Adam(1e-3, 0.9, 0.999), seed=7, backend=backend)
+    cnn.add_Convolution2DLayer(1, 4, 3, 3, act_func=RELU)
+    cnn.add_PoolingLayer(2, 2, 2, 2, pooling=pooling)
+    cnn.add_Convolution2DLayer(4, 6, 3, 3, act_func=LRELU)
+    cnn.add_PoolingLayer(3, 3, 1, 1, pooling=pooling)
+    cnn.add_FlattenLayer()
+    cnn.add_FullyConnectedLayer(12, RELU)
+    cnn.add_OutputLayer(10, softmax)
+    return cnn
+
+
+def _data(n, side=12):
+    rng = np.random.default_rng(n)
+    X = rng.random((n, 1, side, side), dtype=np.float32)
+    t = np.eye(10, dtype=np.float32)[rng.integers(0, 10, n)]
+    return X, t
+
+
+@pytest.mark.parametrize("pooling", ["max", "average"])
+def test_whole_network_fast_equals_generic(pooling):
+    X, t = _data(48)
+    results = []
+    for fast in (True, False):
+        with backends.use_fast_paths(fast):
+            cnn = _small_cnn(pooling=pooling)
+            scores = cnn.fit(X, t, epochs=3, batch_size=16, verbose=False)
+            proba = cnn.predict_proba(X)
+        assert proba.dtype == np.float32
+        weights = [getattr(layer, name) for layer in cnn.layers for name in layer.params]
+        assert all(w.dtype == np.float32 for w in weights)
+        results.append((scores["train_error"], proba, weights))
+    (err, proba, weights), (err0, proba0, weights0) = results
+    np.testing.assert_allclose(err, err0, rtol=1e-4)
+    np.testing.assert_allclose(proba, proba0, rtol=1e-4, atol=1e-6)
+    for w, w0 in zip(weights, weights0):
+        np.testing.assert_allclose(w, w0, rtol=1e-4, atol=1e-5)
+
+
+def test_seed_demo_network_fast_equals_generic():
+    X, t = _data(40, side=28)
+    outputs = []
+    for fast in (True, False):
+        with backends.use_fast_paths(fast):
+            cnn = CNN(cost_func=CostCrossEntropy, scheduler=Adam(1e-3, 0.9, 0.999), seed=2023)
+            cnn.add_Convolution2DLayer(1, 1, 3, 3, act_func=LRELU)
+            cnn.add_FlattenLayer()
+            cnn.add_FullyConnectedLayer(30, LRELU)
+            cnn.add_FullyConnectedLayer(20, LRELU)
+            cnn.add_OutputLayer(10, softmax)
+            cnn.fit(X, t, epochs=2, batch_size=10, verbose=False)
+            outputs.append(cnn.predict_proba(X))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-6)
+
+
+def test_pooling_layer_output_keeps_input_values():
+    # The layer's forward in inference (no argmax) equals its training forward.
+    layer = Pooling2DLayer(2, 2, 2, 2)
+    layer.build((3, 8, 8))
+    x = channels_last(RNG.standard_normal((2, 3, 8, 8)).astype(np.float32))
+    np.testing.assert_array_equal(layer.forward(x), layer.forward(x, training=True))
+
+
+def test_fast_paths_over_many_random_geometries():
+    rng = np.random.default_rng(5)
+    for kh, kw, sh, sw in itertools.islice(itertools.product((1, 2, 3), (1, 3), (1, 2), (1, 3)), 0, None, 2):
+        c, f = rng.integers(1, 4, 2)
+        h, w = rng.integers(max(kh, 3), 9, 2)
+        x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+        kernel = rng.standard_normal((f, c, kh, kw)).astype(np.float32)
+        bias = rng.standard_normal(f).astype(np.float32)
+        for pad in ("same", "valid", 1):
+            padding = ops.resolve_padding(pad, (h, w), (kh, kw), (sh, sw))
+            out, cache = ops.conv2d_act_forward(x, kernel, bias, (sh, sw), padding, "lrelu", 1e-3, True)
+            out0, cache0 = ops.conv2d_act_forward.generic(x, kernel, bias, (sh, sw), padding, "lrelu", 1e-3, True)
+            close(out, out0)
+            delta = rng.standard_normal(out.shape).astype(np.float32)
+            got = ops.conv2d_act_backward(delta, cache, kernel, (sh, sw), padding, "lrelu", 1e-3)
+            want = ops.conv2d_act_backward.generic(delta, cache0, kernel, (sh, sw), padding, "lrelu", 1e-3)
+            for a, b in zip(got, want):
+                close(a, b)
