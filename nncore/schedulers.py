@@ -7,8 +7,21 @@ through :meth:`Scheduler.fresh`. ``reset()`` forgets all state.
 """
 
 import copy
+from numbers import Real
 
 from ._array import namespace
+
+
+def _hyper(name, value):
+    """A hyper-parameter as a Python float.
+
+    NumPy scalars (``np.logspace(...)[i]`` in a grid search) are strongly typed: a
+    ``np.float64`` times a float32 array is float64, which would silently turn
+    float32 training into float64. Python floats take the array's dtype.
+    """
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    return float(value)
 
 
 class Scheduler:
@@ -17,7 +30,7 @@ class Scheduler:
     _state = ()  # names of the attributes that hold per-parameter state
 
     def __init__(self, eta):
-        self.eta = eta
+        self.eta = _hyper("eta", eta)
 
     def update_change(self, gradient):
         raise NotImplementedError(f"{type(self).__name__} must implement update_change")
@@ -59,7 +72,7 @@ class Momentum(Scheduler):
 
     def __init__(self, eta, momentum):
         super().__init__(eta)
-        self.momentum = momentum
+        self.momentum = _hyper("momentum", momentum)
         self.reset()
 
     def update_change(self, gradient):
@@ -75,7 +88,7 @@ class Adagrad(Scheduler):
 
     def __init__(self, eta, eps=1e-8):
         super().__init__(eta)
-        self.eps = eps
+        self.eps = _hyper("eps", eps)
         self.reset()
 
     def _scaled(self, gradient):
@@ -94,7 +107,7 @@ class AdagradMomentum(Adagrad):
     _state = ("G", "change")
 
     def __init__(self, eta, momentum, eps=1e-8):
-        self.momentum = momentum
+        self.momentum = _hyper("momentum", momentum)
         super().__init__(eta, eps)
 
     def update_change(self, gradient):
@@ -113,8 +126,8 @@ class RMS_prop(Scheduler):
 
     def __init__(self, eta, rho, eps=1e-8):
         super().__init__(eta)
-        self.rho = rho
-        self.eps = eps
+        self.rho = _hyper("rho", rho)
+        self.eps = _hyper("eps", eps)
         self.reset()
 
     def update_change(self, gradient):
@@ -136,9 +149,9 @@ class Adam(Scheduler):
 
     def __init__(self, eta, rho=0.9, rho2=0.999, eps=1e-8):
         super().__init__(eta)
-        self.rho = rho
-        self.rho2 = rho2
-        self.eps = eps
+        self.rho = _hyper("rho", rho)
+        self.rho2 = _hyper("rho2", rho2)
+        self.eps = _hyper("eps", eps)
         self.reset()
 
     def update_change(self, gradient):
