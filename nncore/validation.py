@@ -1,6 +1,7 @@
 """Checks at the boundary: user data in, clear ValueError/TypeError out."""
 
-from numbers import Integral
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
 
@@ -8,6 +9,7 @@ from backends import backend_of
 
 
 def check_positive_int(name, value, minimum=1):
+    """``int(value)`` if ``value`` is an int (not a bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
@@ -15,19 +17,56 @@ def check_positive_int(name, value, minimum=1):
     return int(value)
 
 
+def check_non_negative_number(name, value):
+    """``float(value)`` if ``value`` is a finite real number >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a non-negative number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite non-negative number, got {value!r}")
+    return value
+
+
+def as_host_or_device_array(x, what):
+    """``x`` itself if it is an array of a supported library, else ``numpy.asarray(x)`` with a clear error."""
+    if hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, np.generic):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"{what} must be a numeric array, could not convert it: {exc}") from None
+
+
 def as_model_array(backend, x, dtype, what):
     """Move ``x`` to ``backend`` as ``dtype`` after checking that it is numeric and finite."""
+    x = as_host_or_device_array(x, what)
     source = backend_of(x)
     if source.name == "numpy" and not isinstance(x, np.ndarray):
-        try:
-            x = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise TypeError(f"{what} must be a numeric array, could not convert it: {exc}") from None
+        x = np.asarray(x)
     xp = source.xp
-    if not xp.isdtype(x.dtype, ("bool", "integral", "real floating")):
-        raise TypeError(f"{what} must be a numeric array, got dtype {x.dtype}")
-    out = backend.asarray(x, dtype=dtype)
-    if not bool(backend.xp.all(backend.xp.isfinite(out))):
-        bad = int(backend.xp.sum(backend.xp.astype(~backend.xp.isfinite(out), backend.xp.int64)))
-        raise ValueError(f"{what} contains {bad} NaN or infinite value(s); clean the data before training")
+    try:
+        numeric = xp.isdtype(x.dtype, ("bool", "integral", "real floating"))
+    except (TypeError, ValueError):
+        numeric = False
+    if not numeric:
+        kind = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}.get(
+            getattr(x.dtype, "kind", ""), "non-numeric values")
+        raise TypeError(f"{what} must be a real numeric array, got dtype {x.dtype} ({kind}); "
+                        "convert it to floats first")
+    with warnings.catch_warnings():
+        # A float64 value beyond the float32 range becomes inf in the cast; it is reported just below.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = backend.asarray(x, dtype=dtype)
+    bxp = backend.xp
+    finite = bxp.isfinite(out)
+    if not bool(bxp.all(finite)):
+        bad = bxp.reshape(bxp.astype(~finite, bxp.int8), (-1,))
+        count = int(bxp.sum(bxp.astype(bad, bxp.int64)))
+        first = tuple(int(i) for i in np.unravel_index(int(bxp.argmax(bad)), tuple(out.shape)))
+        value = float(out[first])
+        hint = ""
+        if np.isinf(value):
+            hint = f"; values beyond +-{float(bxp.finfo(out.dtype).max):.4g} overflow the model's dtype"
+        raise ValueError(f"{what} contains {count} NaN or infinite value(s) (the first, {value}, at index "
+                         f"{first}{hint}); clean the data before training")
     return out

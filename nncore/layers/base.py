@@ -13,6 +13,8 @@ forward and gradients backward::
 ``params`` (weights first, then biases) and the first one is L2-penalised.
 """
 
+import math
+
 import numpy as np
 
 from backends import get_backend
@@ -91,27 +93,54 @@ class Layer:
                 self.grads[name] = self.grads[name] + lam * getattr(self, name)
 
     def step(self):
-        """Subtract each parameter's scheduler change; the gradients must be fresh."""
+        """Subtract each parameter's scheduler change; the gradients must be fresh.
+
+        Parameters are replaced, never updated in place, so a reference to the
+        old array is a snapshot (``CNN.fit`` relies on this to undo a partial
+        step after Ctrl-C and to restore the last finite weights).
+        """
         for name in self.params:
             change = self.schedulers[name].update_change(self.grads[name])
             setattr(self, name, getattr(self, name) - change)
 
-    def n_params(self):
-        """Number of trainable scalars."""
-        return sum(int(np.prod(getattr(self, name).shape)) for name in self.params) if self.built else 0
+    def param_shapes(self, input_shape=None):
+        """``{name: shape}`` of the parameters for per-sample ``input_shape``.
+
+        Without ``input_shape`` the built layer's own parameters are measured.
+        """
+        if not self.params:
+            return {}
+        if input_shape is None or (self.built and tuple(input_shape) == self.input_shape):
+            if not self.built:
+                raise ValueError(f"{self.label} is not built; give an input shape")
+            return {name: tuple(getattr(self, name).shape) for name in self.params}
+        values = self.init_params(tuple(input_shape), np.random.default_rng(0))
+        return {name: np.shape(values[name]) for name in self.params}
+
+    def n_params(self, input_shape=None):
+        """Number of trainable scalars (of the built layer, or for ``input_shape``)."""
+        if input_shape is None and not self.built:
+            return 0
+        return sum(math.prod(shape) for shape in self.param_shapes(input_shape).values())
 
     def to(self, backend):
-        """Move parameters and scheduler state to another backend."""
+        """Move parameters and scheduler state to another backend (in place)."""
         backend = get_backend(backend)
-        for name in self.params:
-            setattr(self, name, backend.asarray(getattr(self, name)))
-        for scheduler in self.schedulers.values():
-            for key in scheduler._state:
-                value = getattr(scheduler, key)
-                if value is not None and not isinstance(value, (int, float)):
-                    setattr(scheduler, key, backend.asarray(value))
-        self.backend, self.xp = backend, backend.xp
-        self.dtype = backend.dtype(self.dtype)
+        if self.built:
+            dtype = backend.dtype(self.dtype)
+            for name in self.params:
+                setattr(self, name, backend.asarray(getattr(self, name), dtype=dtype))
+            for scheduler in self.schedulers.values():
+                for key in scheduler._state:
+                    value = getattr(scheduler, key, None)
+                    if value is not None and not isinstance(value, (int, float)):
+                        setattr(scheduler, key, backend.asarray(value))
+            self.dtype = dtype
+            self.grads = {}
+            self._cache = None  # activations of the old backend
+            self.xp = backend.xp
+        self.backend = backend
+        return self
 
 
 def glorot_or_he(act_func, fan_in, fan_out, shape, rng):
