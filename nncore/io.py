@@ -346,8 +346,8 @@ def _check_magic(head, name, path):
                          "is damaged")
     try:
         text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+    except UnicodeDecodeError as exc:  # a character cut in two at the end of the 64 bytes is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 and exc.start > 0 else None
     if text is not None and all(c.isprintable() or c.isspace() for c in text):
         raise ValueError(f"{name} is not an nncore model file: it is a text file (it starts with {text[:30]!r}), "
                          "not an .npz archive written by CNN.save")
@@ -368,8 +368,9 @@ def _read_archive(path, name):
         keys = list(archive.files)
         if METADATA_KEY not in keys:
             shown = ", ".join(repr(k) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+            entries = f"{len(keys)} {'entry' if len(keys) == 1 else 'entries'}: {shown or 'none'}"
             raise ValueError(f"{name} is an .npz archive but not an nncore model: it has no {METADATA_KEY!r} "
-                             f"entry (it holds {len(keys)} array(s): {shown or 'none'})")
+                             f"entry (it holds {entries})")
         arrays = {}
         for key in keys:
             try:
@@ -383,6 +384,9 @@ def _read_archive(path, name):
             except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
                 raise ValueError(f"{name} is truncated or corrupt: its entry {key!r} cannot be read "
                                  f"({type(exc).__name__}: {exc})") from None
+            if not isinstance(arrays[key], np.ndarray):
+                raise ValueError(f"{name} is not a valid nncore model file: its entry {key!r} is not a NumPy "
+                                 "array (.npy); it was left unread")
     raw = arrays.pop(METADATA_KEY)
     if raw.dtype != np.uint8 or raw.ndim != 1:
         raise ValueError(f"{name} is not a valid nncore model file: {METADATA_KEY!r} should be UTF-8 JSON bytes "
@@ -432,8 +436,8 @@ def _deserialise(meta, arrays, backend):
     _expect(isinstance(layers, list), "'layers' is not a list")
     for index, entry in enumerate(layers):
         where = f"layer {index}"
-        _expect(isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("config"), dict),
-                f"{where}: malformed entry")
+        _expect(isinstance(entry, dict) and isinstance(entry.get("type"), str)
+                and isinstance(entry.get("config"), dict), f"{where}: malformed entry")
         kind, config = entry["type"], dict(entry["config"])
         _expect(kind in _LAYER_TYPES, f"{where}: unknown layer type {kind!r}; known: {sorted(_LAYER_TYPES)}")
         _expect(set(config) == set(_CONFIG_KEYS[kind]),

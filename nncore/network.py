@@ -296,8 +296,19 @@ class CNN:
         Raises
         ------
         TrainingDivergedError
-            The loss became NaN or infinite; the weights of the last finite
-            epoch are restored.
+            The loss or a weight became NaN or infinite (or NumPy raised a
+            floating-point error under ``np.seterr``/``-W error``); the weights
+            and scheduler state of the last finite epoch are restored, and the
+            exception carries ``epoch``, ``loss`` and ``scores``.
+        ValueError, TypeError
+            Bad data or settings, with a message naming the layer and numbers.
+
+        Notes
+        -----
+        Ctrl-C (``KeyboardInterrupt``) stops training cleanly: the weights of
+        every completed minibatch are kept (an update step that was cut short
+        is rolled back), the progress bar is closed and the scores so far are
+        returned (the interrupted epoch and later ones are NaN).
         """
         epochs = check_positive_int("fit: epochs", epochs)
         lam = check_non_negative_number("fit: lam", lam)
@@ -387,29 +398,30 @@ class CNN:
         return bool(ok)
 
     def _snapshot(self, copy_arrays=False):
-        """Parameters and scheduler states of every layer; ``copy_arrays`` also copies the arrays."""
+        """Parameters and scheduler states of every layer; ``copy_arrays`` also copies the arrays.
+
+        Cheap without ``copy_arrays`` (references and attribute dicts, no array work): layers and
+        schedulers rebind their arrays instead of updating them in place.
+        """
         def keep(value):
             if copy_arrays and value is not None and not isinstance(value, (int, float)):
                 return self.backend.xp.asarray(value, copy=True)
             return value
 
-        snapshot = []
-        for layer in self.layers:
-            params = {name: keep(getattr(layer, name)) for name in layer.params}
-            schedulers = {}
-            for name, scheduler in layer.schedulers.items():
-                saved = copy.copy(scheduler)
-                for key in scheduler._state:
-                    setattr(saved, key, keep(getattr(scheduler, key, None)))
-                schedulers[name] = saved
-            snapshot.append((params, schedulers))
-        return snapshot
+        return [({name: keep(getattr(layer, name)) for name in layer.params},
+                 {name: (sched, {key: keep(value) for key, value in vars(sched).items()})
+                  for name, sched in layer.schedulers.items()})
+                for layer in self.layers]
 
     def _restore(self, snapshot):
         for layer, (params, schedulers) in zip(self.layers, snapshot):
             for name, value in params.items():
                 setattr(layer, name, value)
-            layer.schedulers = {name: copy.copy(s) for name, s in schedulers.items()}
+            restored = {}
+            for name, (sched, attributes) in schedulers.items():
+                restored[name] = copy.copy(sched)
+                vars(restored[name]).update(attributes)
+            layer.schedulers = restored
 
     def _hit_units(self):
         return self.output_layer.nodes if self.pred_format == "Binary" else 1

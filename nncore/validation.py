@@ -5,7 +5,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from backends import backend_of
+from backends import backend_of, to_numpy
 
 
 def check_positive_int(name, value, minimum=1):
@@ -42,7 +42,7 @@ def as_model_array(backend, x, dtype, what):
     x = as_host_or_device_array(x, what)
     source = backend_of(x)
     if source.name == "numpy" and not isinstance(x, np.ndarray):
-        x = np.asarray(x)
+        x = to_numpy(x)  # pandas, torch (CPU), memory views, ...
     xp = source.xp
     try:
         numeric = xp.isdtype(x.dtype, ("bool", "integral", "real floating"))
@@ -51,6 +51,11 @@ def as_model_array(backend, x, dtype, what):
     if not numeric:
         kind = {"U": "strings", "S": "bytes", "O": "Python objects", "c": "complex numbers"}.get(
             getattr(x.dtype, "kind", ""), "non-numeric values")
+        try:
+            if xp.isdtype(x.dtype, "complex floating"):
+                kind = "complex numbers"
+        except (TypeError, ValueError):
+            pass
         raise TypeError(f"{what} must be a real numeric array, got dtype {x.dtype} ({kind}); "
                         "convert it to floats first")
     with warnings.catch_warnings():

@@ -154,7 +154,8 @@ CASES = [
      ["X contains 1 NaN or infinite value(s)"]),
     ("float64 too large for float32", lambda: conv_net().fit(with_value(X4, (0, 0, 1, 1), 1e300), T3,
                                                              verbose=False),
-     ValueError, ["X contains 1 NaN or infinite value(s) (the first, inf, at index (0, 0, 1, 1); values beyond +-3.403e+38 overflow"]),
+     ValueError, ["X contains 1 NaN or infinite value(s) (the first, inf, at index (0, 0, 1, 1); values beyond "
+                  "+-3.403e+38 overflow"]),
     # -- non-numeric dtypes
     ("strings as X", lambda: dense_net().fit(np.array([["a", "b"]] * 4), np.ones((4, 2)), verbose=False), TypeError,
      ["X must be a real numeric array, got dtype <U1 (strings)"]),
@@ -257,6 +258,22 @@ def test_corrupt_or_foreign_model_file(tmp_path):
     np.savez(foreign, w=np.zeros(2))
     with pytest.raises(ValueError, match=f"'{foreign}' is an .npz archive but not an nncore model"):
         CNN.load(foreign)
+
+
+def test_nan_and_dtype_errors_on_strict_device1(strict_device1):
+    cnn = CNN(seed=1, backend=strict_device1)
+    cnn.add_FlattenLayer()
+    cnn.add_OutputLayer(3, softmax)
+    with pytest.raises(ValueError, match=r"X contains 2 NaN or infinite value\(s\) \(the first, nan, at index "
+                                         r"\(1, 0, 2, 3\)\)"):
+        cnn.fit(with_value(with_value(X4, (1, 0, 2, 3), np.nan), (3, 0, 0, 0), np.inf), T3, verbose=False)
+    import array_api_strict as xps
+
+    strict_ints = xps.asarray(np.arange(12).reshape(4, 3), device=strict_device1.device)
+    cnn.fit(X4, strict_ints * 0 + xps.asarray(T3, dtype=xps.int64, device=strict_device1.device), epochs=1,
+            verbose=False)  # integer targets from another library are fine
+    with pytest.raises(TypeError, match=r"t must be a real numeric array, got dtype .*complex128 \(complex numbers\)"):
+        cnn.fit(X4, xps.asarray(T3 * 1j, device=strict_device1.device), verbose=False)
 
 
 def test_errors_do_not_half_build_the_model():

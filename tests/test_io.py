@@ -365,11 +365,22 @@ def _bad_files(tmp_path, good):
     add("npy", lambda p: np.save(open(p, "wb"), np.zeros(3)), "single NumPy .npy array")
     add("pickle", lambda p: p.write_bytes(pickle.dumps(SetsFlagWhenUnpickled())), "it is a Python pickle")
     add("foreign-npz", lambda p: np.savez(p, weights=np.zeros(3), bias=np.ones(2)),
-        "no 'nncore_metadata' entry (it holds 2 array(s): 'weights', 'bias')")
+        "no 'nncore_metadata' entry (it holds 2 entries: 'weights', 'bias')")
     add("pickled-metadata", lambda p: np.savez(p, nncore_metadata=np.array([SetsFlagWhenUnpickled()], dtype=object)),
         "entry 'nncore_metadata' holds pickled Python objects")
     add("pickled-extra", lambda p: _rewrite(good, p, change_arrays=lambda a: a.update(
         extra=np.array([SetsFlagWhenUnpickled(), 1], dtype=object))), "entry 'extra' holds pickled Python objects")
+    def torch_like(p, with_metadata):
+        with zipfile.ZipFile(p, "w") as archive:
+            if with_metadata:
+                with zipfile.ZipFile(good) as source:
+                    archive.writestr("nncore_metadata.npy", source.read("nncore_metadata.npy"))
+            archive.writestr("archive/data.pkl", pickle.dumps(SetsFlagWhenUnpickled()))
+
+    add("zip-with-pickle", lambda p: torch_like(p, False),
+        "no 'nncore_metadata' entry (it holds 1 entry: 'archive/data.pkl')")
+    add("metadata-and-pickle", lambda p: torch_like(p, True),
+        "its entry 'archive/data.pkl' is not a NumPy array (.npy); it was left unread")
     add("newer", lambda p: _rewrite(good, p, lambda m: m.update(format_version=2, nncore_version="9.0")),
         "written by a newer nncore (file format version 2, saved by nncore 9.0); this nncore reads format "
         "versions up to 1")

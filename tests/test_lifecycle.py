@@ -229,8 +229,7 @@ def test_same_seed_same_weights_on_strict_device1(strict_device1):
     on_numpy = image_net(seed=99)
     on_numpy.fit(X, t, epochs=3, batches=3, verbose=False)
     on_strict = image_net(backend=strict_device1, seed=99)
-    initial = None
-    on_strict._inputs(X)
+    on_strict._inputs(X)  # builds the layers
     initial = weights(on_strict)
     fresh = image_net(seed=99)
     fresh._inputs(X)
