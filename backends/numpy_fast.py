@@ -25,20 +25,109 @@ What makes them faster than the generic code on a 2-core CPU:
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-#: Target size of one chunk of im2col columns (bytes). A few MB keeps a chunk in
-#: the L3 cache while the matrix products stay large enough for two BLAS threads.
-COL_CHUNK_BYTES = 4 << 20
+#: Target size of one chunk of im2col columns (bytes): about a core's L2 cache, so
+#: that a chunk's columns are still in cache when the matrix product reads them.
+COL_CHUNK_BYTES = 1 << 20
+
+#: Below this many elements an op runs on the calling thread alone.
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+
+def _default_workers():
+    env = os.environ.get("NNCORE_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, min(len(os.sched_getaffinity(0)), 8))
+    except (AttributeError, OSError):
+        return max(1, min(os.cpu_count() or 1, 8))
+
+
+#: Threads that share one op (the caller plus WORKERS - 1 pool threads); NNCORE_NUM_THREADS overrides.
+WORKERS = _default_workers()
+
+
+# ---- threads: NumPy's elementwise loops are single-threaded, so split the samples --------
+#
+# Inside a parallel region every thread works on its own contiguous range of
+# samples (the same ranges every time, so sums are deterministic), and BLAS is
+# held to one thread so that the threads do not oversubscribe the cores.
+
+_pool = None
+_pool_lock = threading.Lock()
+_region = threading.Lock()
+_blas = None
+
+
+def _executor():
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(WORKERS - 1, 1), thread_name_prefix="nncore-fast")
+        return _pool
+
+
+def _forget_pool():  # a forked child has none of the parent's threads
+    global _pool, _pool_lock, _region
+    _pool, _pool_lock, _region = None, threading.Lock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _blas_controllers():
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _blas = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+        except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
+            _blas = []
+    return _blas
+
+
+def _ranges(n, step, min_elements=None, elements=None):
+    """Contiguous ``(lo, hi)`` sample ranges, one per thread, made of whole chunks of ``step``."""
+    chunks = -(-n // step)
+    workers = max(1, min(WORKERS, chunks))
+    if elements is not None and elements < (min_elements or PARALLEL_MIN_ELEMENTS):
+        workers = 1
+    per = -(-chunks // workers) * step
+    return [(lo, min(lo + per, n)) for lo in range(0, n, per)]
+
+
+def _run(fn, ranges):
+    """``[fn(lo, hi) for (lo, hi) in ranges]``, the ranges on parallel threads."""
+    if len(ranges) == 1 or not _region.acquire(blocking=False):
+        return [fn(lo, hi) for lo, hi in ranges]  # one range, or another parallel region is running
+    saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+    try:
+        for lib, count in saved:
+            if count != 1:
+                lib.set_num_threads(1)
+        futures = [_executor().submit(fn, lo, hi) for lo, hi in ranges[1:]]
+        try:
+            first = fn(*ranges[0])
+        finally:
+            rest = [future.result() for future in futures]
+        return [first, *rest]
+    finally:
+        for lib, count in saved:
+            if count != 1:
+                lib.set_num_threads(count)
+        _region.release()
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def _channels_last(x):
-    """The ``(n, h, w, c)`` view of an ``(n, c, h, w)`` array (a copy only if needed)."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def _is_channels_last(x):
@@ -57,20 +146,19 @@ def _window(offset, stride, count):
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def _pad_channels_last(x, padding):
-    """Zero-padded ``(n, h + pads, w + pads, c)`` copy of ``(n, c, h, w)`` ``x``."""
+def _pad_into(out, x, padding):
+    """Write ``(m, c, h, w)`` ``x`` zero-padded into channels-last ``out`` ``(m, h + pads, w + pads, c)``."""
     (top, bottom), (left, right) = padding
-    n, c, h, w = x.shape
-    if top == bottom == left == right == 0:
-        return _channels_last(x)
-    out = np.empty((n, h + top + bottom, w + left + right, c), x.dtype)
-    # Zero only the border, then copy the image once.
-    out[:, :top] = 0
-    out[:, top + h :] = 0
-    out[:, top : top + h, :left] = 0
-    out[:, top : top + h, left + w :] = 0
+    h, w = x.shape[2:]
+    if top:
+        out[:, :top] = 0
+    if bottom:
+        out[:, top + h :] = 0
+    if left:
+        out[:, top : top + h, :left] = 0
+    if right:
+        out[:, top : top + h, left + w :] = 0
     out[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
-    return out
 
 
 def _chunk(n, bytes_per_sample):
@@ -114,22 +202,34 @@ def _kernel_matrix(kernel, dtype):
 
 
 def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0.0, training=False):
-    """Fast :func:`nncore.ops.conv2d_act_forward`: channels-last, chunked, in place."""
+    """Fast :func:`nncore.ops.conv2d_act_forward`: channels-last, chunked, threaded, in place."""
     g = _Geometry(x.shape, kernel.shape, stride, padding)
     dtype = np.result_type(x, kernel, bias)
-    xpad = _pad_channels_last(x.astype(dtype, copy=False), padding)
+    x = x.astype(dtype, copy=False)
+    # Without padding, a channels-last input is used as it is; otherwise the threads fill xpad.
+    copy_input = not (all(p == 0 for pair in padding for p in pair) and _is_channels_last(x))
+    if copy_input:
+        xpad = np.empty((g.n, g.h + sum(padding[0]), g.w + sum(padding[1]), g.c), dtype)
+    else:
+        xpad = x.transpose(0, 2, 3, 1)
     weights = _kernel_matrix(kernel, dtype)
     bias = bias.astype(dtype, copy=False)
     out = np.empty((g.n, g.oh, g.ow, g.f), dtype)
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * g.k * dtype.itemsize)
-    buffer = np.empty(step * rows * g.k, dtype)
-    for start in range(0, g.n, step):
-        stop = min(start + step, g.n)
-        z = out[start:stop].reshape(-1, g.f)
-        np.matmul(_cols(xpad[start:stop], g, buffer), weights, out=z)
-        z += bias
-        _activate_inplace(z, act, slope)
+
+    def work(lo, hi):
+        if copy_input:
+            _pad_into(xpad[lo:hi], x[lo:hi], padding)
+        buffer = np.empty(min(step, hi - lo) * rows * g.k, dtype)
+        for start in range(lo, hi, step):
+            stop = min(start + step, hi)
+            z = out[start:stop].reshape(-1, g.f)
+            np.matmul(_cols(xpad[start:stop], g, buffer), weights, out=z)
+            z += bias
+            _activate_inplace(z, act, slope)
+
+    _run(work, _ranges(g.n, step, elements=out.size + x.size))
     cache = ConvCache(xpad, out, g) if training else None
     return out.transpose(0, 3, 1, 2), cache
 
@@ -158,52 +258,72 @@ def _activate_inplace(z, act, slope):
 
 
 def _activation_grad(delta, out, act, slope, dtype):
-    """``dL/dz`` as a contiguous ``(n, oh, ow, f)`` array from ``delta`` (``(n, f, oh, ow)``)."""
+    """``dL/dz`` as a contiguous ``(m, oh, ow, f)`` array from ``delta`` (``(m, f, oh, ow)``).
+
+    The same numbers as the generic ``delta * derivative`` for finite ``delta``.
+    """
     d = delta.transpose(0, 2, 3, 1)
     dz = np.empty(out.shape, dtype)
     if act == "relu":
-        np.multiply(d, out > 0, out=dz)
+        np.multiply(d, out > 0, out=dz)  # d * (z > 0), as the generic d * astype(z > 0)
     elif act == "lrelu":
-        np.multiply(d, dtype.type(slope), out=dz)
-        np.copyto(dz, d, where=out > 0)
+        # where(out > 0, d, d*slope) without where() (slow): d*mask + (d*slope)*(not mask);
+        # adding the zero and multiplying by one are exact, so the numbers are the generic ones.
+        mask = out > 0
+        np.multiply(d, mask, out=dz)
+        rest = d * dtype.type(slope)
+        rest *= ~mask
+        dz += rest
     else:
         np.copyto(dz, d)
     return dz
 
 
 def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
-    """Fast :func:`nncore.ops.conv2d_act_backward` for a cache from :func:`conv2d_act_forward`."""
+    """Fast :func:`nncore.ops.conv2d_act_backward` for a cache from :func:`conv2d_act_forward`.
+
+    Each thread takes a range of samples: activation gradient, columns built
+    again chunk by chunk, its share of ``dkernel``/``dbias`` and its samples of
+    ``dx``; the shares are added in a fixed order.
+    """
     xpad, out, g = cache.xpad, cache.out, cache.geometry
     dtype = np.result_type(delta, out, kernel)
-    dz = _activation_grad(delta, out, act, slope, dtype).reshape(-1, g.f)  # (n*oh*ow, f)
-    dbias = dz.sum(axis=0)
     weights = _kernel_matrix(kernel, dtype)
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * g.k * dtype.itemsize)
-    buffer = np.empty(step * rows * g.k, dtype)
-    dweights = np.zeros((g.k, g.f), dtype)
-    part = np.empty((g.k, g.f), dtype) if step < g.n else None
-    dxpad = np.zeros(xpad.shape, dtype) if need_input_grad else None
-    dcol_buffer = np.empty(step * rows * g.k, dtype) if need_input_grad else None
-    for start in range(0, g.n, step):
-        stop = min(start + step, g.n)
-        dz_chunk = dz[start * rows : stop * rows]
-        cols = _cols(xpad[start:stop], g, buffer)
-        if part is None:
-            np.matmul(cols.T, dz_chunk, out=dweights)
-        else:
-            np.matmul(cols.T, dz_chunk, out=part)
-            dweights += part
+    dxpad = np.empty(xpad.shape, dtype) if need_input_grad else None
+
+    def work(lo, hi):
+        dz = _activation_grad(delta[lo:hi], out[lo:hi], act, slope, dtype).reshape(-1, g.f)  # (m*oh*ow, f)
+        dbias = dz.sum(axis=0)
+        buffer = np.empty(min(step, hi - lo) * rows * g.k, dtype)
+        dweights = np.zeros((g.k, g.f), dtype)
+        part = np.empty((g.k, g.f), dtype)
         if need_input_grad:
-            dcols = dcol_buffer[: (stop - start) * rows * g.k].reshape(-1, g.k)
-            np.matmul(dz_chunk, weights.T, out=dcols)
-            _col2im_channels_last(dcols, dxpad[start:stop], g)
+            dxpad[lo:hi] = 0
+            dcol_buffer = np.empty_like(buffer)
+        for start in range(lo, hi, step):
+            stop = min(start + step, hi)
+            dz_chunk = dz[(start - lo) * rows : (stop - lo) * rows]
+            np.matmul(_cols(xpad[start:stop], g, buffer).T, dz_chunk, out=part)
+            dweights += part
+            if need_input_grad:
+                dcols = dcol_buffer[: (stop - start) * rows * g.k].reshape(-1, g.k)
+                np.matmul(dz_chunk, weights.T, out=dcols)
+                _col2im_channels_last(dcols, dxpad[start:stop], g)
+        return dweights, dbias
+
+    parts = _run(work, _ranges(g.n, step, elements=out.size + xpad.size))
+    dweights, dbias = parts[0]
+    for more_weights, more_bias in parts[1:]:
+        dweights += more_weights
+        dbias += more_bias
     dkernel = np.ascontiguousarray(dweights.reshape(g.kh, g.kw, g.c, g.f).transpose(3, 2, 0, 1))
     dx = None
     if need_input_grad:
         (top, _), (left, _) = padding
         dx = dxpad[:, top : top + g.h, left : left + g.w, :].transpose(0, 3, 1, 2)
-    return dx, dkernel.astype(dtype, copy=False), dbias
+    return dx, dkernel, dbias
 
 
 def _col2im_channels_last(dcols, dxpad, g):
@@ -245,65 +365,119 @@ def _pool_windows(x_shape, kernel_hw, stride_hw):
     return taps, (oh, ow)
 
 
+def _sample_ranges(n, elements):
+    """One contiguous range of samples per thread (one range when the op is small)."""
+    return _ranges(n, max(1, -(-n // WORKERS)), elements=elements)
+
+
 def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
-    """Fast :func:`nncore.ops.pool2d_forward`: running maximum and offsets updated in place."""
+    """Fast :func:`nncore.ops.pool2d_forward`: running maximum and offsets updated in place.
+
+    ``np.where`` and masked copies are slow (not vectorised); ``maximum``,
+    ``greater`` and arithmetic on masks are. ``argmax`` uses that the offsets
+    grow: ``where(better, k, argmax) == maximum(argmax, better * k)``. The
+    samples are split between threads.
+    """
     taps, out_hw = _pool_windows(x.shape, kernel_hw, stride_hw)
     shape = (*x.shape[:2], *out_hw)
     best = _empty_like_layout(shape, x.dtype, x)
-    _, first = taps[0]
-    np.copyto(best, x[first])
-    if pooling == "average":
-        for _, under in taps[1:]:
-            np.add(best, x[under], out=best)
-        np.divide(best, kernel_hw[0] * kernel_hw[1], out=best)
-        return best, None
-    if not need_argmax:
-        # max(best, w) == where(w > best, w, best) except for NaN; keep the generic NaN rule.
-        better = np.empty(shape, bool)
-        for _, under in taps[1:]:
-            np.greater(x[under], best, out=better)
-            np.copyto(best, x[under], where=better)
-        return best, None
-    argmax = np.zeros(best.shape, np.int32) if best.flags.c_contiguous else np.zeros_like(best, dtype=np.int32)
-    better = np.empty_like(argmax, dtype=bool)
-    for offset, under in taps[1:]:
-        window = x[under]
-        np.greater(window, best, out=better)  # strictly greater: the first maximum wins ties
-        np.copyto(best, window, where=better)
-        np.copyto(argmax, offset, where=better)
+    average = pooling == "average"
+    need_argmax = need_argmax and not average
+    argmax = np.empty_like(best, dtype=np.int32) if need_argmax else None
+
+    def work(lo, hi):
+        xs, bs = x[lo:hi], best[lo:hi]
+        np.copyto(bs, xs[taps[0][1]])
+        if average:
+            for _, under in taps[1:]:
+                np.add(bs, xs[under], out=bs)
+            np.divide(bs, kernel_hw[0] * kernel_hw[1], out=bs)
+            return
+        if need_argmax:
+            am = argmax[lo:hi]
+            am[...] = 0
+            better = np.empty_like(bs, dtype=bool)
+            offsets = np.empty_like(bs, dtype=np.int32)
+        for offset, under in taps[1:]:
+            window = xs[under]
+            if need_argmax:
+                np.greater(window, bs, out=better)  # strictly greater: the first maximum wins ties
+                np.multiply(better, offset, out=offsets)
+                np.maximum(am, offsets, out=am)
+            np.maximum(bs, window, out=bs)
+
+    _run(work, _sample_ranges(x.shape[0], x.size))
+    if not average and np.isnan(best).any():
+        # maximum() propagates NaN, the generic rule (w > best) skips it: redo such input exactly.
+        return _pool2d_max_exact(x, taps, shape, need_argmax)
     return best, argmax
 
 
+def _pool2d_max_exact(x, taps, shape, need_argmax):
+    """The generic rule step by step (slow masked copies), for inputs with NaN."""
+    best = _empty_like_layout(shape, x.dtype, x)
+    np.copyto(best, x[taps[0][1]])
+    argmax = np.zeros_like(best, dtype=np.int32)
+    better = np.empty_like(best, dtype=bool)
+    for offset, under in taps[1:]:
+        window = x[under]
+        np.greater(window, best, out=better)
+        np.copyto(best, window, where=better)
+        np.copyto(argmax, offset, where=better)
+    return best, (argmax if need_argmax else None)
+
+
 def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=None):
-    """Fast :func:`nncore.ops.pool2d_backward`: masked writes into one zeroed gradient."""
+    """Fast :func:`nncore.ops.pool2d_backward`: gradients routed by multiplying with masks."""
     n, c = dy.shape[:2]
     shape = (n, c, *input_hw)
-    like = argmax if argmax is not None else dy
-    dx = _empty_like_layout(shape, dy.dtype, like)
-    dx[...] = 0
-    taps, _ = _pool_windows(shape, kernel_hw, stride_hw)
+    dx = _empty_like_layout(shape, dy.dtype, argmax if argmax is not None else dy)
+    taps, out_hw = _pool_windows(shape, kernel_hw, stride_hw)
     disjoint = stride_hw[0] >= kernel_hw[0] and stride_hw[1] >= kernel_hw[1]
-    if pooling == "average":
-        share = dy / (kernel_hw[0] * kernel_hw[1])
-        for _, under in taps:
-            target = dx[under]
+    covered = all(s == k and k * o == i for s, k, o, i in zip(stride_hw, kernel_hw, out_hw, input_hw))
+    average = pooling == "average"
+    if not average and not np.isfinite(dy).all():
+        # dy * 0 would be NaN where the generic where() gives 0: route such gradients exactly.
+        return _pool2d_max_backward_exact(dy, dx, taps, argmax)
+    share = dy / (kernel_hw[0] * kernel_hw[1]) if average else None
+
+    def work(lo, hi):
+        dxs, dys = dx[lo:hi], dy[lo:hi]
+        if not (disjoint and covered):
+            dxs[...] = 0
+        if average:
+            for _, under in taps:
+                target = dxs[under]
+                if disjoint:
+                    np.copyto(target, share[lo:hi])
+                else:
+                    np.add(target, share[lo:hi], out=target)
+            return
+        ams = argmax[lo:hi]
+        mask = np.empty(ams.shape, bool)
+        routed = None if disjoint else np.empty(dys.shape, dys.dtype)
+        for offset, under in taps:
+            np.equal(ams, offset, out=mask)
+            target = dxs[under]
             if disjoint:
-                np.copyto(target, share)
+                # Windows do not overlap: each input element gets at most one gradient.
+                np.multiply(dys, mask, out=target)
             else:
-                np.add(target, share, out=target)
-        return dx
-    mask = np.empty(argmax.shape, bool)
-    routed = None if disjoint else np.empty(dy.shape, dy.dtype)
+                np.multiply(dys, mask, out=routed)
+                np.add(target, routed, out=target)
+
+    _run(work, _sample_ranges(n, dx.size))
+    return dx
+
+
+def _pool2d_max_backward_exact(dy, dx, taps, argmax):
+    dx[...] = 0
+    routed = np.empty(dy.shape, dy.dtype)
     for offset, under in taps:
-        np.equal(argmax, offset, out=mask)
+        routed[...] = 0
+        np.copyto(routed, dy, where=argmax == offset)
         target = dx[under]
-        if disjoint:
-            # Windows do not overlap: each input element gets at most one gradient.
-            np.copyto(target, dy, where=mask)
-        else:
-            routed[...] = 0
-            np.copyto(routed, dy, where=mask)
-            np.add(target, routed, out=target)
+        np.add(target, routed, out=target)
     return dx
 
 

@@ -26,6 +26,17 @@ def close(a, b, dtype=np.float32):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale)
 
 
+@pytest.fixture(params=["serial", "threads"])
+def threads(request, monkeypatch):
+    """Run the fast paths on one thread, or split over 3 threads even for tiny inputs."""
+    if request.param == "threads":
+        monkeypatch.setattr(numpy_fast, "WORKERS", 3)
+        monkeypatch.setattr(numpy_fast, "PARALLEL_MIN_ELEMENTS", 0)
+    else:
+        monkeypatch.setattr(numpy_fast, "WORKERS", 1)
+    return request.param
+
+
 def channels_last(x):
     """The same values as ``x``, stored (n, h, w, c) as the fast convolution hands them on."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -110,7 +121,7 @@ POOL_CASES = [
 @pytest.mark.parametrize("kernel,stride,hw", POOL_CASES)
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_max_pooling(kernel, stride, hw, layout, ties):
+def test_max_pooling(kernel, stride, hw, layout, ties, threads):
     x = RNG.integers(0, 3, (3, 4, *hw)) if ties else RNG.standard_normal((3, 4, *hw))
     x = x.astype(np.float32)
     if layout == "nhwc":
@@ -133,7 +144,7 @@ def test_max_pooling(kernel, stride, hw, layout, ties):
 
 
 @pytest.mark.parametrize("kernel,stride,hw", POOL_CASES)
-def test_average_pooling(kernel, stride, hw):
+def test_average_pooling(kernel, stride, hw, threads):
     x = RNG.standard_normal((2, 3, *hw)).astype(np.float32)
     y, _ = ops.pool2d_forward(x, kernel, stride, "average")
     y0, _ = ops.pool2d_forward.generic(x, kernel, stride, "average")
@@ -163,7 +174,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES)
 @pytest.mark.parametrize("act", ["identity", "relu", "lrelu"])
 @pytest.mark.parametrize("chunk_bytes", [None, 1])  # one chunk / one sample per chunk
-def test_conv_act_matches_generic(case, act, chunk_bytes, monkeypatch):
+def test_conv_act_matches_generic(case, act, chunk_bytes, threads, monkeypatch):
     if chunk_bytes is not None:
         monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", chunk_bytes)
     n, c, h, w, f, kh, kw, stride, pad = case
@@ -252,7 +263,7 @@ def _data(n, side=12):
 
 
 @pytest.mark.parametrize("pooling", ["max", "average"])
-def test_whole_network_fast_equals_generic(pooling):
+def test_whole_network_fast_equals_generic(pooling, threads):
     X, t = _data(48)
     results = []
     for fast in (True, False):
@@ -313,3 +324,37 @@ def test_fast_paths_over_many_random_geometries():
             want = ops.conv2d_act_backward.generic(delta, cache0, kernel, (sh, sw), padding, "lrelu", 1e-3)
             for a, b in zip(got, want):
                 close(a, b)
+
+
+@pytest.mark.parametrize("kernel,stride", [((2, 2), (2, 2)), ((3, 3), (1, 1))])
+def test_max_pooling_nan_and_inf_follow_the_generic_rule(kernel, stride):
+    x = RNG.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    x[0, 0, 0, 0] = x[1, 2, 3, 4] = np.nan  # a window starting with NaN, one with NaN inside
+    x[0, 1, 2, 2] = np.inf
+    y, argmax = ops.pool2d_forward(x, kernel, stride)
+    y0, argmax0 = ops.pool2d_forward.generic(x, kernel, stride)
+    np.testing.assert_array_equal(y, y0)
+    np.testing.assert_array_equal(argmax, argmax0)
+    dy = RNG.standard_normal(y.shape).astype(np.float32)
+    dy[0, 0, 0, 0], dy[1, 1, 1, 1] = np.inf, np.nan
+    dx = ops.pool2d_backward(dy, (6, 6), kernel, stride, "max", argmax)
+    dx0 = ops.pool2d_backward.generic(dy, (6, 6), kernel, stride, "max", argmax0)
+    np.testing.assert_array_equal(dx, dx0)
+
+
+def test_threaded_results_are_deterministic(monkeypatch):
+    monkeypatch.setattr(numpy_fast, "WORKERS", 2)
+    monkeypatch.setattr(numpy_fast, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 4096)
+    x = RNG.standard_normal((9, 3, 10, 10)).astype(np.float32)
+    kernel = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    bias = RNG.standard_normal(4).astype(np.float32)
+    padding = ops.resolve_padding("same", (10, 10), (3, 3), (1, 1))
+    delta = RNG.standard_normal((9, 4, 10, 10)).astype(np.float32)
+    runs = []
+    for _ in range(3):
+        out, cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu", training=True)
+        runs.append((out, *ops.conv2d_act_backward(delta, cache, kernel, (1, 1), padding, "relu")))
+    for run in runs[1:]:
+        for a, b in zip(run, runs[0]):
+            np.testing.assert_array_equal(a, b)
