@@ -1,0 +1,103 @@
+"""Plumbing shared by the examples: command-line options, data, plots. Not an example itself."""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parser(description, *, data=True):
+    """An ``ArgumentParser`` with the options every example takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for figures and tables (default: ./out)")
+    p.add_argument("--quick", action="store_true", help="a few seconds' smoke run: less data, fewer epochs")
+    p.add_argument("--seed", type=int, default=2023)
+    p.add_argument("--backend", default=None, help="numpy (default), cupy, auto or array_api_strict")
+    if data:
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...); "
+                            "default: scikit-learn's bundled 8x8 digits")
+    return p
+
+
+def use_agg_unless_interactive():
+    """Draw off-screen when there is no display (CI, SSH), so saving figures never needs a window."""
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and not os.environ.get("MPLBACKEND"):
+        matplotlib.use("Agg")
+
+
+def upsample_nearest(X, size):
+    """Nearest-neighbour resize of ``(n, c, h, w)`` images to ``size x size``.
+
+    Output pixel ``i`` copies input pixel ``floor(i * h / size)``; for 8 -> 28
+    each digit pixel becomes a 3x3 or 4x4 block (28 / 8 = 3.5).
+    """
+    rows = (np.arange(size) * X.shape[2]) // size
+    cols = (np.arange(size) * X.shape[3]) // size
+    return X[:, :, rows][:, :, :, cols]
+
+
+def load_images(data_dir, n=None, size=None, seed=2023):
+    """``(X, t, name)``: MNIST from ``data_dir`` (train and test pooled, first ``n``) or the digits.
+
+    ``size`` resizes the digits (8x8) by nearest neighbour; MNIST stays 28x28.
+    """
+    from nncore.datasets import load_digits, load_mnist
+
+    if data_dir is not None:
+        X_train, t_train, X_test, t_test = load_mnist(data_dir)
+        X, t = np.concatenate([X_train, X_test]), np.concatenate([t_train, t_test])
+        name = f"MNIST ({X.shape[2]}x{X.shape[3]})"
+    else:
+        X, t = load_digits()
+        name = "scikit-learn digits (8x8)"
+        if size is not None and size != X.shape[2]:
+            X = upsample_nearest(X, size)
+            name = f"scikit-learn digits, upsampled 8x8 -> {size}x{size} (nearest neighbour)"
+    if n is not None and n < len(X):
+        X, t = X[:n], t[:n]
+    return X, t, name
+
+
+def plot_accuracy(scores, model, data, path, *, ylim_low=0.8):
+    """The course's accuracy-vs-epoch plot (training and validation), saved to ``path``.
+
+    The title names the ``model`` on its first line and the ``data`` on its second.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = np.arange(1, len(scores["train_acc"]) + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    ax.plot(epochs, scores["train_acc"], label="Training")
+    ax.plot(epochs, scores["val_acc"], label="Validation")
+    finite = np.concatenate([scores["train_acc"], scores["val_acc"]])
+    finite = finite[np.isfinite(finite)]
+    low = min(ylim_low, np.floor(finite.min() * 20) / 20) if finite.size else 0
+    ax.set_ylim(low, 1 + 0.01 * (1 - low))  # a little headroom: a curve at 100 % stays visible
+    ax.set_xlim(1, max(len(epochs), 2))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Epochs")
+    ax.set_ylabel("Accuracy")
+    ax.set_title(f"{model}\n{data}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+class Timer:
+    """``with Timer() as t: ...; t.seconds``"""
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,494 @@
+"""scikit-learn estimators around :class:`nncore.CNN`: ``CNNClassifier`` and ``CNNRegressor``.
+
+They follow scikit-learn's estimator rules, so a CNN plugs into
+``GridSearchCV``, ``cross_val_score``, ``Pipeline`` and ``clone``::
+
+    from sklearn.model_selection import GridSearchCV
+    from nncore.estimator import CNNClassifier
+
+    search = GridSearchCV(CNNClassifier(epochs=20, seed=0),
+                          {"eta": [1e-4, 1e-3, 1e-2], "lam": [1e-5, 1e-3, 1e-1]}, cv=3)
+    search.fit(X, y)          # X: (n, 1, 8, 8) images or (n, 64) flat; y: labels
+
+Every constructor argument is stored unchanged; nothing is checked or built
+until ``fit``, which builds a fresh :class:`~nncore.CNN` each time.
+
+The architecture: ``layers``
+----------------------------
+``layers`` lists the hidden layers in order; the estimator adds the output
+layer itself (softmax over ``len(classes_)`` nodes with cross entropy for the
+classifier, ``n_outputs_`` identity nodes with squared error for the
+regressor). Each entry is a kind, alone or with the keyword arguments of the
+matching ``CNN.add_*`` method::
+
+    layers = [
+        ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
+        ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
+        "flatten",
+        ("dense", {"nodes": 64, "act_func": "relu"}),
+    ]
+
+=========== =========================================== ====================================
+kind        keyword arguments of                        notes
+=========== =========================================== ====================================
+``conv``    ``CNN.add_Convolution2DLayer``              ``input_channels`` may be left out:
+                                                        it is the image's channels or the
+                                                        previous conv's ``feature_maps``
+``pool``    ``CNN.add_PoolingLayer``
+``flatten`` (none)                                      added automatically before the
+                                                        first ``dense`` after image layers
+``dense``   ``CNN.add_FullyConnectedLayer``             ``nodes`` is required
+=========== =========================================== ====================================
+
+Activations may be given by name (``"relu"``, ``"lrelu"``, ``"sigmoid"``,
+``"tanh"``, ``"identity"``) or as the functions themselves. ``layers=None``
+uses :data:`DEFAULT_LAYERS` (the layers above), leaving the pooling layer out
+for images smaller than 2x2.
+
+The input: images, flat rows, or tabular data
+---------------------------------------------
+``X`` may be ``(n, channels, height, width)`` images, ``(n, height, width)``
+single-channel images, or flat rows ``(n, features)``. Flat rows are reshaped
+(C order, as ``numpy.reshape``) to ``(n, *image_shape)``; without
+``image_shape`` a square number of features is read as one square channel
+(64 -> 1x8x8 for scikit-learn's digits, 784 -> 1x28x28 for MNIST) and any
+other number is an error. ``image_shape=(1, 1, -1)`` (one ``-1`` is inferred,
+as in ``numpy.reshape``) reads any table as one-row images. When
+``image_shape`` is given, every ``X`` is reshaped to it, whatever its rank.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import io
+import math
+import numbers
+import pickle
+import types
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_array, column_or_1d
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
+
+from backends import Backend, backend_of, get_backend, to_numpy
+
+from . import activations
+from .costs import CostCrossEntropy, CostOLS
+from .network import CNN
+from .schedulers import Adagrad, AdagradMomentum, Adam, Constant, Momentum, RMS_prop, Scheduler
+
+__all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULERS"]
+
+#: The architecture used when ``layers`` is None (the pooling layer is left
+#: out for images smaller than 2x2).
+DEFAULT_LAYERS = (
+    ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
+    ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
+    ("flatten",),
+    ("dense", {"nodes": 64, "act_func": "relu"}),
+)
+
+#: Scheduler names accepted by ``scheduler=``, with the settings used besides ``eta``.
+SCHEDULERS = {
+    "adam": lambda eta: Adam(eta, rho=0.9, rho2=0.999),
+    "constant": lambda eta: Constant(eta),
+    "sgd": lambda eta: Constant(eta),
+    "momentum": lambda eta: Momentum(eta, momentum=0.9),
+    "adagrad": lambda eta: Adagrad(eta),
+    "adagrad_momentum": lambda eta: AdagradMomentum(eta, momentum=0.9),
+    "rms_prop": lambda eta: RMS_prop(eta, rho=0.9),
+    "rmsprop": lambda eta: RMS_prop(eta, rho=0.9),
+}
+DEFAULT_ETA = 1e-3
+
+_KINDS = {"conv": "conv", "conv2d": "conv", "pool": "pool", "pooling": "pool", "flatten": "flatten",
+          "dense": "dense", "fc": "dense", "fully_connected": "dense"}
+
+
+class _CNNEstimator(BaseEstimator):
+    """What the classifier and the regressor share: parameters, input handling, building, pickling."""
+
+    _output_func = None  # set by subclasses
+    _cost_func = None
+
+    def __init__(self, layers=None, *, image_shape=None, eta=None, lam=0.0, epochs=30, batch_size=32,
+                 scheduler="adam", backend="numpy", seed=None, dtype="float32", shuffle=True, verbose=False):
+        self.layers = layers
+        self.image_shape = image_shape
+        self.eta = eta
+        self.lam = lam
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.scheduler = scheduler
+        self.backend = backend
+        self.seed = seed
+        self.dtype = dtype
+        self.shuffle = shuffle
+        self.verbose = verbose
+
+    # ---- input -------------------------------------------------------------------------
+
+    def _images(self, X, reset):
+        """``X`` as ``(n, c, h, w)`` images (NumPy, or the array's own library for CuPy etc.)."""
+        name = type(self).__name__
+        if backend_of(X).name == "numpy":
+            # Convert once, to the model's float type (an invalid dtype is reported by CNN below).
+            dtypes = [np.float32, np.float64] if "32" in str(self.dtype) else [np.float64, np.float32]
+            X = check_array(X, allow_nd=True, dtype=dtypes, estimator=self)
+            reshape = np.reshape
+        else:  # CuPy or array_api_strict arrays stay where they are; the CNN checks their values.
+            import array_api_compat
+
+            reshape = array_api_compat.array_namespace(X).reshape
+            if X.ndim < 2:
+                raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+        n = X.shape[0]
+        if self.image_shape is not None:
+            shape = _image_shape(self.image_shape, math.prod(X.shape[1:]), name)
+        elif X.ndim == 4:
+            shape = tuple(X.shape[1:])
+        elif X.ndim == 3:
+            shape = (1, *X.shape[1:])
+        elif X.ndim == 2:
+            side = math.isqrt(X.shape[1])
+            if side * side != X.shape[1]:
+                raise ValueError(
+                    f"{name}: X has {X.shape[1]} features per row, which is not a square image; pass "
+                    f"image_shape=(channels, height, width), e.g. image_shape=(1, 1, -1) for tabular data"
+                )
+            shape = (1, side, side)
+        else:
+            raise ValueError(f"{name}: X must be 2-D (n, features), 3-D (n, h, w) or 4-D (n, c, h, w), "
+                             f"got shape {tuple(X.shape)}")
+        if reset:
+            self.image_shape_ = shape
+            self.n_features_in_ = math.prod(shape)
+        else:
+            features = math.prod(X.shape[1:])
+            if features != self.n_features_in_:
+                raise ValueError(f"X has {features} features, but {name} is expecting {self.n_features_in_} "
+                                 f"features as input (images of shape {self.image_shape_})")
+            if shape != self.image_shape_:
+                raise ValueError(f"{name}: X holds images of shape {shape}, but it was fitted on images of "
+                                 f"shape {self.image_shape_}")
+        return reshape(X, (n, *shape))
+
+    # ---- building ----------------------------------------------------------------------
+
+    def _scheduler(self):
+        name = type(self).__name__
+        eta = self.eta
+        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, numbers.Real)
+                                or not math.isfinite(eta) or eta <= 0):
+            raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
+        if isinstance(self.scheduler, Scheduler):
+            scheduler = copy.deepcopy(self.scheduler)
+            scheduler.reset()
+            if eta is not None:
+                scheduler.eta = float(eta)
+            return scheduler
+        if isinstance(self.scheduler, str) and self.scheduler.lower() in SCHEDULERS:
+            return SCHEDULERS[self.scheduler.lower()](DEFAULT_ETA if eta is None else float(eta))
+        raise ValueError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULERS)}, "
+                         f"got {self.scheduler!r}")
+
+    def _build_cnn(self, n_outputs):
+        """A fresh, unbuilt CNN for images of shape ``self.image_shape_`` with ``n_outputs`` output nodes."""
+        name = type(self).__name__
+        lam = self.lam
+        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam < 0:
+            raise ValueError(f"{name}: lam must be a non-negative number, got {lam!r}")
+        cnn = CNN(cost_func=self._cost_func, scheduler=self._scheduler(), seed=self.seed,
+                  backend=self.backend, dtype=self.dtype)
+        channels, height, width = self.image_shape_
+        default = self.layers is None
+        flat = False
+        for index, (kind, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
+            where = f"{name}: layers[{index}] ({kind!r})"
+            try:
+                if kind == "conv":
+                    kwargs.setdefault("input_channels", channels)
+                    cnn.add_Convolution2DLayer(**kwargs)
+                    channels = kwargs.get("feature_maps", 1)
+                elif kind == "pool":
+                    if default and min(height, width) < 2:
+                        continue
+                    cnn.add_PoolingLayer(**kwargs)
+                elif kind == "flatten":
+                    cnn.add_FlattenLayer(**kwargs)
+                    flat = True
+                else:
+                    if not flat:
+                        cnn.add_FlattenLayer()
+                    flat = True
+                    cnn.add_FullyConnectedLayer(**kwargs)
+            except TypeError as exc:
+                raise ValueError(f"{where}: {exc}") from exc
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from exc
+        if not flat:
+            cnn.add_FlattenLayer()
+        cnn.add_OutputLayer(n_outputs, self._output_func)
+        return cnn
+
+    def _train(self, X, t):
+        """Build a fresh CNN and train it on images ``X`` and 2-D targets ``t``."""
+        self.model_ = self._build_cnn(t.shape[1])
+        lam = float(self.lam)
+        self.history_ = self.model_.fit(X, t, epochs=self.epochs, lam=lam, batch_size=self.batch_size,
+                                        shuffle=self.shuffle, verbose=self.verbose)
+        return self
+
+    def _outputs(self, X):
+        """Network outputs for ``X`` as a NumPy array (n, nodes)."""
+        check_is_fitted(self, "model_")
+        return to_numpy(self.model_.predict_proba(self._images(X, reset=False)))
+
+    # ---- scikit-learn plumbing ---------------------------------------------------------
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.non_deterministic = self.seed is None
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"non_deterministic": self.seed is None}
+
+    def __getstate__(self):
+        # A fitted CNN refers to its array library (a module), which pickle cannot store:
+        # write the model with modules and backends recorded by name.
+        state = super().__getstate__()
+        if "model_" in state:
+            state = dict(state)
+            state["model_"] = _PickledModel(state["model_"])
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("model_"), _PickledModel):
+            state = dict(state)
+            state["model_"] = state["model_"].load()
+        super().__setstate__(state)
+
+
+class CNNClassifier(ClassifierMixin, _CNNEstimator):
+    """A convolutional network classifier with scikit-learn's interface.
+
+    Parameters
+    ----------
+    layers : list, optional
+        The hidden layers, as described in :mod:`nncore.estimator`; the softmax
+        output layer is added. Default :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU,
+        max-pool 2x2 stride 2, flatten, dense 64 ReLU.
+    image_shape : tuple of 3 ints, optional
+        ``(channels, height, width)`` to reshape every ``X`` to (one entry may
+        be -1). Default: 4-D ``X`` as is, 3-D ``X`` gets one channel, flat
+        ``X`` with a square number of features becomes one square channel.
+    eta : float, optional
+        Learning rate. Default: the ``scheduler`` instance's own ``eta``, or
+        1e-3 with a scheduler name.
+    lam : float, default=0.0
+        L2 penalty on all weights (not biases), as in ``CNN.fit``.
+    epochs : int, default=30
+    batch_size : int, default=32
+        Samples per minibatch.
+    scheduler : str or Scheduler, default="adam"
+        A name from :data:`SCHEDULERS` (``"adam"``, ``"sgd"``, ``"momentum"``,
+        ``"adagrad"``, ``"rms_prop"``, ...) or an instance such as
+        ``Adam(1e-3, 0.9, 0.999)``; an instance is copied for each fit and its
+        ``eta`` replaced by ``eta`` when that is given.
+    backend : str, default="numpy"
+        ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"`` (a name,
+        so that ``clone`` can copy it).
+    seed : int, optional
+        Seeds the initial weights and the shuffling; ``None`` differs per fit.
+    dtype : {"float32", "float64"}, default="float32"
+    shuffle : bool, default=True
+        Reshuffle the training samples every epoch.
+    verbose : bool, default=False
+        Show the CNN's progress bar.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        The sorted class labels (integers, strings, ...).
+    model_ : CNN
+        The trained network (``model_.summary()``, ``model_.save(path)``).
+    history_ : dict of ndarrays
+        ``CNN.fit``'s scores per epoch (``train_error``, ``train_acc``, ...).
+    image_shape_ : tuple
+        ``(channels, height, width)`` of the images the network reads.
+    n_features_in_ : int
+        ``channels * height * width``.
+
+    Notes
+    -----
+    Two classes use a softmax over two output nodes (not one sigmoid node).
+    ``predict`` returns a NumPy array of labels; ``predict_proba`` returns
+    NumPy probabilities, columns in the order of ``classes_``.
+    """
+
+    _output_func = staticmethod(activations.softmax)
+    _cost_func = staticmethod(CostCrossEntropy)
+
+    def fit(self, X, y):
+        """Train a fresh network on images ``X`` and class labels ``y`` (any hashable, sortable labels)."""
+        _require_y(self, y)
+        X = self._images(X, reset=True)
+        y = column_or_1d(to_numpy(y) if backend_of(y).name != "numpy" else y, warn=True)
+        y = check_array(y, ensure_2d=False, dtype=None, input_name="y")  # rejects NaN and inf labels
+        check_consistent_length(X, y)
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(f"{type(self).__name__} needs samples of at least 2 classes in y; "
+                             f"got 1 class: {self.classes_[0]!r}")
+        t = np.zeros((len(y), len(self.classes_)), dtype=self.dtype)
+        t[np.arange(len(y)), encoded.ravel()] = 1
+        return self._train(X, t)
+
+    def predict_proba(self, X):
+        """Class probabilities ``(n, n_classes)``, columns ordered as ``classes_``."""
+        return self._outputs(X)
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba` (clipped away from 0)."""
+        proba = self.predict_proba(X)
+        return np.log(np.clip(proba, np.finfo(proba.dtype).tiny, None))
+
+    def predict(self, X):
+        """The most probable class label for each sample."""
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class CNNRegressor(RegressorMixin, _CNNEstimator):
+    """A convolutional network regressor with scikit-learn's interface.
+
+    Same parameters as :class:`CNNClassifier`; the output layer has one
+    identity node per target column and the loss is the squared error
+    (``CostOLS``). Targets are used as given: scale them (e.g. with
+    ``sklearn.compose.TransformedTargetRegressor``) if they are far from unit
+    size. ``score`` is scikit-learn's R^2 (``CNN.score`` gives the MSE).
+
+    Attributes
+    ----------
+    n_outputs_ : int
+        Number of target columns; ``predict`` returns 1-D arrays when ``y``
+        was 1-D.
+    model_, history_, image_shape_, n_features_in_ : as in :class:`CNNClassifier`.
+    """
+
+    _output_func = staticmethod(activations.identity)
+    _cost_func = staticmethod(CostOLS)
+
+    def fit(self, X, y):
+        """Train a fresh network on images ``X`` and targets ``y`` of shape (n,) or (n, n_outputs)."""
+        _require_y(self, y)
+        X = self._images(X, reset=True)
+        y = check_array(to_numpy(y) if backend_of(y).name != "numpy" else y, ensure_2d=False,
+                        dtype=[np.float64, np.float32], input_name="y")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{type(self).__name__}: y must be 1-D or 2-D, got shape {y.shape}")
+        check_consistent_length(X, y)
+        self._y_1d = y.ndim == 1
+        t = y.reshape(len(y), -1)
+        self.n_outputs_ = t.shape[1]
+        return self._train(X, t)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {**super()._more_tags(), "multioutput": True}
+
+    def predict(self, X):
+        """Predicted targets, shape (n,) or (n, n_outputs) like the ``y`` given to ``fit``."""
+        out = self._outputs(X).astype(np.float64)  # scikit-learn's convention for regression outputs
+        return out[:, 0] if self._y_1d else out
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _parse_layers(layers, name):
+    """``[(kind, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
+    if isinstance(layers, (str, dict)) or not hasattr(layers, "__iter__"):
+        raise ValueError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
+                         f"got {layers!r}")
+    parsed = []
+    for index, entry in enumerate(layers):
+        if isinstance(entry, str):
+            entry = (entry,)
+        if not isinstance(entry, (tuple, list)) or not 1 <= len(entry) <= 2:
+            raise ValueError(f"{name}: layers[{index}] must be a kind such as 'flatten' or a pair "
+                             f"(kind, {{keyword arguments}}), got {entry!r}")
+        kind = entry[0]
+        kwargs = entry[1] if len(entry) == 2 else {}
+        if not isinstance(kind, str) or kind.lower() not in _KINDS:
+            raise ValueError(f"{name}: layers[{index}] has unknown kind {kind!r}; use one of "
+                             f"'conv', 'pool', 'flatten', 'dense' (the output layer is added for you)")
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
+        kind = _KINDS[kind.lower()]
+        if kind == "dense" and "nodes" not in kwargs:
+            raise ValueError(f"{name}: layers[{index}] ('dense') needs the number of nodes, e.g. "
+                             "('dense', {'nodes': 64})")
+        parsed.append((kind, dict(kwargs)))
+    return parsed
+
+
+def _require_y(estimator, y):
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None")
+
+
+def _image_shape(image_shape, features, name):
+    """``image_shape`` with its -1 resolved for ``features`` values per sample."""
+    try:
+        shape = tuple(int(s) for s in image_shape)
+    except (TypeError, ValueError):
+        shape = None
+    if shape is None or len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        raise ValueError(f"{name}: image_shape must be (channels, height, width) with positive ints and at most "
+                         f"one -1, got {image_shape!r}")
+    known = math.prod(s for s in shape if s != -1)
+    if -1 in shape:
+        if features % known:
+            raise ValueError(f"{name}: cannot read {features} features per sample as images of shape {shape}")
+        shape = tuple(features // known if s == -1 else s for s in shape)
+    if math.prod(shape) != features:
+        raise ValueError(f"{name}: X has {features} features per sample, but image_shape={tuple(image_shape)} "
+                         f"needs {math.prod(shape)}")
+    return shape
+
+
+class _ModelPickler(pickle.Pickler):
+    """Pickles a CNN, writing array-library modules and backends as their names."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, Backend):
+            device = obj.device
+            if obj.name == "cupy":
+                device = getattr(device, "id", device)
+            return get_backend, (obj.name, device)
+        if isinstance(obj, types.ModuleType):
+            return importlib.import_module, (obj.__name__,)
+        return NotImplemented
+
+
+class _PickledModel:
+    """A CNN as pickle bytes (see :class:`_ModelPickler`); ``load()`` rebuilds it."""
+
+    def __init__(self, model):
+        buffer = io.BytesIO()
+        _ModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
+        self.data = buffer.getvalue()
+
+    def load(self):
+        return pickle.loads(self.data)

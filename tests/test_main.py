@@ -1,0 +1,97 @@
+"""The main job, ``python -m nncore``: output lines, --out files, MNIST from IDX files."""
+
+import gzip
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from nncore import CNN
+from nncore.__main__ import digits_split, main, mnist_cnn, reference_cnn, validation_split
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def write_idx(folder, n_train, n_test, seed=0):
+    """Tiny MNIST-format files (random 28x28 images; training files gzipped, test files not)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n, opener, suffix in (("train", n_train, gzip.open, ".gz"), ("t10k", n_test, open, "")):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
+            f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape))
+            f.write(images.tobytes())
+        with opener(folder / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
+            f.write((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
+    return folder
+
+
+def accuracy_line(out):
+    match = re.search(r"^test accuracy: (\d\.\d{4})$", out, re.MULTILINE)
+    assert match, out
+    return float(match.group(1))
+
+
+def test_digits_split_and_reference_cnn():
+    X_train, X_test, t_train, t_test = digits_split(2023)
+    assert X_train.shape == (1437, 1, 8, 8) and X_test.shape == (360, 1, 8, 8)
+    assert t_train.shape == (1437, 10) and X_train.dtype == np.float32
+    X_fit, X_val, t_fit, t_val = validation_split(X_train, t_train, 0.1, 2023)
+    assert len(X_fit) + len(X_val) == 1437 and len(X_val) == 144
+    assert set(t_val.argmax(axis=1)) == set(range(10))  # stratified
+    assert validation_split(X_train, t_train, 0, 0)[1] is None
+    assert reference_cnn("numpy", 0).summary((1, 8, 8), print_fn=None)
+    assert mnist_cnn("numpy", 0).summary((1, 28, 28), print_fn=None)
+
+
+def test_short_run_with_out(tmp_path, capsys):
+    assert main(["--epochs", "2", "--quiet", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    accuracy = accuracy_line(out)
+    assert re.search(r"^training throughput: \d+ images/s", out, re.MULTILINE)
+    assert "training on 1293 digits (144 held out for validation), testing on 360" in out
+    # The saved model is the trained one: it scores exactly the printed accuracy.
+    model = CNN.load(tmp_path / "model.npz")
+    _, X_test, _, t_test = digits_split(2023)
+    assert round(model.score(X_test, t_test), 4) == accuracy
+    png = tmp_path / "learning_curve.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10000
+    rows = (tmp_path / "learning_curve.csv").read_text().splitlines()
+    assert rows[0] == "epoch,train_error,train_acc,val_error,val_acc" and len(rows) == 3
+    assert all(np.isfinite(float(v)) for v in rows[2].split(","))
+
+
+def test_no_validation(tmp_path, capsys):
+    assert main(["--epochs", "1", "--quiet", "--val-fraction", "0", "--out", str(tmp_path)]) == 0
+    assert "training on 1437 digits, testing on 360" in capsys.readouterr().out
+    assert (tmp_path / "learning_curve.png").is_file()
+
+
+def test_mnist_from_idx_files(tmp_path, capsys):
+    data = write_idx(tmp_path / "mnist", n_train=100, n_test=30)
+    assert main(["--data", "mnist", "--data-dir", str(data), "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "training on 90 MNIST images (10 held out for validation), testing on 30" in out
+    accuracy_line(out)
+
+
+def test_bad_arguments(tmp_path, capsys):
+    assert main(["--data", "mnist", "--data-dir", str(tmp_path / "missing"), "--quiet"]) == 2
+    assert "cannot load MNIST" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--data-dir", str(tmp_path)])  # --data-dir without --data mnist
+    with pytest.raises(SystemExit):
+        main(["--val-fraction", "1.5"])
+
+
+@pytest.mark.slow
+def test_default_run_as_documented():
+    """The README's main job: >= 0.98 test accuracy on the digits, well under a minute."""
+    result = subprocess.run([sys.executable, "-m", "nncore", "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert accuracy_line(result.stdout) >= 0.98
+    seconds = float(re.search(r"images/s \((\d+\.\d) s\)", result.stdout).group(1))
+    assert seconds < 60
