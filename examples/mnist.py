@@ -89,8 +89,7 @@ def main(argv=None):
     path = plot_accuracy(scores, "LeNet-like CNN: accuracy per epoch", data, args.out / "mnist_accuracy.png",
                          ylim_low=0.9)
     print(f"saved {path}")
-    if hasattr(cnn, "save"):
-        print(f"saved {cnn.save(args.out / 'mnist_model.npz')}")
+    print(f"saved {cnn.save(args.out / 'mnist_model.npz')}")  # reload with CNN.load(path)
     return 0 if np.isfinite(accuracy) else 1
 
 

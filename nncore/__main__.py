@@ -158,10 +158,7 @@ def main(argv=None):
 
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        if hasattr(cnn, "save"):
-            print(f"saved the model to {cnn.save(args.out / 'model.npz')}")
-        else:
-            print("this nncore has no CNN.save yet: model not saved", file=sys.stderr)
+        print(f"saved the model to {cnn.save(args.out / 'model.npz')}")
         title = f"{'Reference CNN on 8x8 digits' if args.data == 'digits' else 'LeNet-like CNN on MNIST'}: " \
                 f"{len(X_fit)} training, {len(X_val) if X_val is not None else 0} validation images"
         print(f"saved the learning curve to {plot_learning_curve(scores, title, args.out / 'learning_curve.png')} "
