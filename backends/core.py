@@ -93,6 +93,11 @@ class Backend:
     def __hash__(self):
         return hash((self.name, str(self.device)))
 
+    def __reduce__(self):
+        # Modules cannot be pickled or deep-copied; a backend is rebuilt from its name and device.
+        device = self.device.id if self.name == "cupy" else None if self.device is None else _device_name(self.device)
+        return get_backend, (self.name, device)
+
 
 def get_backend(name=None, device=None) -> Backend:
     """Return the :class:`Backend` called ``name``.

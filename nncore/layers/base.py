@@ -45,6 +45,11 @@ class Layer:
         return f"{where}({type(self).__name__})"
 
     @property
+    def xp(self):
+        """The array namespace of the layer's backend (a property: modules do not pickle)."""
+        return self.backend.xp
+
+    @property
     def built(self):
         return self.input_shape is not None
 
@@ -60,7 +65,6 @@ class Layer:
         input_shape = tuple(int(s) for s in input_shape)
         out = self.output_shape(input_shape)
         self.backend = get_backend(backend)
-        self.xp = self.backend.xp
         self.dtype = self.backend.dtype(dtype)
         self.input_shape = input_shape
         if self.params:
@@ -138,7 +142,6 @@ class Layer:
             self.dtype = dtype
             self.grads = {}
             self._cache = None  # activations of the old backend
-            self.xp = backend.xp
         self.backend = backend
         return self
 
