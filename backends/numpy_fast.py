@@ -42,15 +42,13 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 def _default_workers():
     env = os.environ.get("NNCORE_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, min(len(os.sched_getaffinity(0)), 8))
-    except (AttributeError, OSError):
-        return max(1, min(os.cpu_count() or 1, 8))
+    return int(env) if env.isdigit() and int(env) > 0 else 1
 
 
-#: Threads that share one op (the caller plus WORKERS - 1 pool threads); NNCORE_NUM_THREADS overrides.
+#: Threads that share one op (the caller plus WORKERS - 1 pool threads). Default 1:
+#: on the 2-core reference machine, splitting the samples between two threads (with
+#: BLAS held to one thread each) was slower than one thread whose matrix products use
+#: both cores through BLAS (benchmarks/RESULTS.md). ``NNCORE_NUM_THREADS=N`` opts in.
 WORKERS = _default_workers()
 
 
@@ -95,6 +93,35 @@ def _blas_controllers():
     return _blas
 
 
+_local = threading.local()
+
+
+def _scratch(slot, shape, dtype):
+    """A work array that lives only inside one op call, reused by the calling thread.
+
+    Fresh large arrays are mmapped by the C allocator and cost a page fault per
+    4 KiB page on first touch (expensive in a VM); the scratch arrays are
+    allocated once per thread and slot and grow when needed (a few MiB in all).
+    """
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape))
+    buffer = buffers.get((slot, dtype))
+    if buffer is None or buffer.size < size:
+        buffer = buffers[(slot, dtype)] = np.empty(max(size, 1), dtype)
+    return buffer[:size].reshape(shape)
+
+
+def _scratch_like(slot, like, dtype):
+    """:func:`_scratch` with the shape of ``(n, c, h, w)`` ``like``, stored channels-last if ``like`` is."""
+    n, c, h, w = like.shape
+    if like.strides[1] < like.strides[3]:
+        return _scratch(slot, (n, h, w, c), dtype).transpose(0, 3, 1, 2)
+    return _scratch(slot, like.shape, dtype)
+
+
 def _ranges(n, step, min_elements=None, elements=None):
     """Contiguous ``(lo, hi)`` sample ranges, one per thread, made of whole chunks of ``step``."""
     chunks = -(-n // step)
@@ -132,6 +159,18 @@ def _run(fn, ranges):
 
 def _is_channels_last(x):
     return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _channels_last_order(x):
+    """Whether the channels of ``(n, c, h, w)`` ``x`` are its fastest-varying axis in memory."""
+    return x.strides[1] < x.strides[3]
+
+
+def _dense_in_order_of(x, like):
+    """Whether ``x`` is contiguous in the memory order (channels-last or not) of ``like``."""
+    if _channels_last_order(like):
+        return x.transpose(0, 2, 3, 1).flags.c_contiguous
+    return x.flags.c_contiguous
 
 
 def _empty_like_layout(shape_nchw, dtype, like):
@@ -183,11 +222,25 @@ class _Geometry:
 
 
 def _cols(xpad, g, buffer):
-    """im2col rows ``(m*oh*ow, kh*kw*c)`` of channels-last ``xpad`` (m samples), into ``buffer``."""
+    """im2col ``(m*oh*ow, kh*kw*c)`` matrix of channels-last ``xpad`` (m samples), stored in ``buffer``.
+
+    For ``c > 1`` the rows are C-contiguous, ``(m, oh, ow, kh, kw, c)``: one strided
+    copy whose inner loop runs along the contiguous channels. For ``c == 1`` the
+    matrix is the transposed view of a tap-major ``(kh, kw, m, oh, ow)`` array:
+    each kernel offset is then one contiguous block (4x faster to fill), and
+    BLAS takes the transposed operand as it is (no copy).
+    """
     m = xpad.shape[0]
+    if g.c == 1:
+        taps = buffer[: m * g.oh * g.ow * g.k].reshape(g.kh, g.kw, m, g.oh, g.ow)
+        for i in range(g.kh):
+            rows = _window(i, g.sh, g.oh)
+            for j in range(g.kw):
+                taps[i, j] = xpad[:, rows, _window(j, g.sw, g.ow), 0]
+        return taps.reshape(g.k, m * g.oh * g.ow).T
+    cols = buffer[: m * g.oh * g.ow * g.k].reshape(m, g.oh, g.ow, g.kh, g.kw, g.c)
     view = sliding_window_view(xpad, (g.kh, g.kw), axis=(1, 2))  # (m, ., ., c, kh, kw)
     view = view[:, : g.sh * (g.oh - 1) + 1 : g.sh, : g.sw * (g.ow - 1) + 1 : g.sw]
-    cols = buffer[: m * g.oh * g.ow * g.k].reshape(m, g.oh, g.ow, g.kh, g.kw, g.c)
     np.copyto(cols, view.transpose(0, 1, 2, 4, 5, 3))
     return cols.reshape(m * g.oh * g.ow, g.k)
 
@@ -221,7 +274,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     def work(lo, hi):
         if copy_input:
             _pad_into(xpad[lo:hi], x[lo:hi], padding)
-        buffer = np.empty(min(step, hi - lo) * rows * g.k, dtype)
+        buffer = _scratch("cols", min(step, hi - lo) * rows * g.k, dtype)
         for start in range(lo, hi, step):
             stop = min(start + step, hi)
             z = out[start:stop].reshape(-1, g.f)
@@ -257,13 +310,12 @@ def _activate_inplace(z, act, slope):
         np.maximum(z, z * z.dtype.type(slope), out=z)
 
 
-def _activation_grad(delta, out, act, slope, dtype):
-    """``dL/dz`` as a contiguous ``(m, oh, ow, f)`` array from ``delta`` (``(m, f, oh, ow)``).
+def _activation_grad(delta, out, act, slope, dz):
+    """``dL/dz`` into the ``(m, oh, ow, f)`` array ``dz`` from ``delta`` (``(m, f, oh, ow)``).
 
     The same numbers as the generic ``delta * derivative`` for finite ``delta``.
     """
     d = delta.transpose(0, 2, 3, 1)
-    dz = np.empty(out.shape, dtype)
     if act == "relu":
         np.multiply(d, out > 0, out=dz)  # d * (z > 0), as the generic d * astype(z > 0)
     elif act == "lrelu":
@@ -271,7 +323,7 @@ def _activation_grad(delta, out, act, slope, dtype):
         # adding the zero and multiplying by one are exact, so the numbers are the generic ones.
         mask = out > 0
         np.multiply(d, mask, out=dz)
-        rest = d * dtype.type(slope)
+        rest = d * dz.dtype.type(slope)
         rest *= ~mask
         dz += rest
     else:
@@ -282,35 +334,51 @@ def _activation_grad(delta, out, act, slope, dtype):
 def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
     """Fast :func:`nncore.ops.conv2d_act_backward` for a cache from :func:`conv2d_act_forward`.
 
-    Each thread takes a range of samples: activation gradient, columns built
-    again chunk by chunk, its share of ``dkernel``/``dbias`` and its samples of
-    ``dx``; the shares are added in a fixed order.
+    Each thread takes a range of samples and, chunk by chunk: the activation
+    gradient, the columns built again, its share of ``dkernel``/``dbias`` and
+    its samples of ``dx``; the shares are added in a fixed order.
     """
     xpad, out, g = cache.xpad, cache.out, cache.geometry
     dtype = np.result_type(delta, out, kernel)
     weights = _kernel_matrix(kernel, dtype)
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * g.k * dtype.itemsize)
-    dxpad = np.empty(xpad.shape, dtype) if need_input_grad else None
+    # Stride 1 with several channels: dx is the correlation of dz with the flipped kernel
+    # (one im2col and one product, 2x faster than col2im's strided sums); else col2im.
+    transposed = need_input_grad and g.sh == g.sw == 1 and g.c > 1
+    if transposed:
+        tg = _Geometry((g.n, g.f, g.h + g.kh - 1, g.w + g.kw - 1), (g.c, g.f, g.kh, g.kw), (1, 1), ((0, 0), (0, 0)))
+        flipped = _kernel_matrix(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)  # (kh*kw*f, c)
+        dx = np.empty((g.n, g.h, g.w, g.c), dtype)
+    elif need_input_grad:
+        dxpad = np.empty(xpad.shape, dtype)
 
     def work(lo, hi):
-        dz = _activation_grad(delta[lo:hi], out[lo:hi], act, slope, dtype).reshape(-1, g.f)  # (m*oh*ow, f)
-        dbias = dz.sum(axis=0)
-        buffer = np.empty(min(step, hi - lo) * rows * g.k, dtype)
+        m = min(step, hi - lo)
+        buffer = _scratch("cols", m * rows * g.k, dtype)
+        dz_buffer = _scratch("dz", m * rows * g.f, dtype)
         dweights = np.zeros((g.k, g.f), dtype)
+        dbias = np.zeros(g.f, dtype)
         part = np.empty((g.k, g.f), dtype)
-        if need_input_grad:
+        if transposed:
+            canvas = _scratch("canvas", (m, tg.h, tg.w, g.f), dtype)
+            tbuffer = _scratch("dcols", m * tg.oh * tg.ow * tg.k, dtype)
+        elif need_input_grad:
             dxpad[lo:hi] = 0
-            dcol_buffer = np.empty_like(buffer)
+            dcol_buffer = _scratch("dcols", m * rows * g.k, dtype)
         for start in range(lo, hi, step):
             stop = min(start + step, hi)
-            dz_chunk = dz[(start - lo) * rows : (stop - lo) * rows]
-            np.matmul(_cols(xpad[start:stop], g, buffer).T, dz_chunk, out=part)
+            dz4 = dz_buffer[: (stop - start) * rows * g.f].reshape(stop - start, g.oh, g.ow, g.f)
+            dz = _activation_grad(delta[start:stop], out[start:stop], act, slope, dz4).reshape(-1, g.f)
+            dbias += dz.sum(axis=0)
+            np.matmul(_cols(xpad[start:stop], g, buffer).T, dz, out=part)
             dweights += part
-            if need_input_grad:
-                dcols = dcol_buffer[: (stop - start) * rows * g.k].reshape(-1, g.k)
-                np.matmul(dz_chunk, weights.T, out=dcols)
-                _col2im_channels_last(dcols, dxpad[start:stop], g)
+            if transposed:
+                _place(canvas[: stop - start], dz4, g.kh - 1 - padding[0][0], g.kw - 1 - padding[1][0])
+                cols = _cols(canvas[: stop - start], tg, tbuffer)
+                np.matmul(cols, flipped, out=dx[start:stop].reshape(-1, g.c))
+            elif need_input_grad:
+                _col2im_channels_last(dz, weights, dxpad[start:stop], g, dcol_buffer)
         return dweights, dbias
 
     parts = _run(work, _ranges(g.n, step, elements=out.size + xpad.size))
@@ -319,22 +387,47 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
         dweights += more_weights
         dbias += more_bias
     dkernel = np.ascontiguousarray(dweights.reshape(g.kh, g.kw, g.c, g.f).transpose(3, 2, 0, 1))
-    dx = None
-    if need_input_grad:
+    if not need_input_grad:
+        return None, dkernel, dbias
+    if not transposed:
         (top, _), (left, _) = padding
-        dx = dxpad[:, top : top + g.h, left : left + g.w, :].transpose(0, 3, 1, 2)
-    return dx, dkernel, dbias
+        dx = dxpad[:, top : top + g.h, left : left + g.w, :]
+    return dx.transpose(0, 3, 1, 2), dkernel, dbias
 
 
-def _col2im_channels_last(dcols, dxpad, g):
-    """Add the ``(m*oh*ow, kh*kw*c)`` column gradients into channels-last ``dxpad`` (in place)."""
+def _place(canvas, src, top, left):
+    """Zero ``canvas`` (m, H, W, f) and copy ``src`` (m, h, w, f) into it at ``(top, left)``, cropping."""
+    canvas[...] = 0
+    r0, c0 = max(0, -top), max(0, -left)
+    r1 = min(src.shape[1], canvas.shape[1] - top)
+    c1 = min(src.shape[2], canvas.shape[2] - left)
+    if r1 > r0 and c1 > c0:
+        canvas[:, r0 + top : r1 + top, c0 + left : c1 + left, :] = src[:, r0:r1, c0:c1, :]
+
+
+def _col2im_channels_last(dz, weights, dxpad, g, buffer):
+    """Add the column gradients ``dz @ weights.T`` into channels-last ``dxpad`` (in place).
+
+    The columns use the layout of :func:`_cols`: tap-major for ``c == 1``.
+    """
     m = dxpad.shape[0]
-    dcols = dcols.reshape(m, g.oh, g.ow, g.kh, g.kw, g.c)
+    if g.c == 1:
+        dcols = buffer[: g.k * dz.shape[0]].reshape(g.k, dz.shape[0])
+        np.matmul(weights, dz.T, out=dcols)
+        dcols = dcols.reshape(g.kh, g.kw, m, g.oh, g.ow)
+        target_of = lambda rows, cols: dxpad[:, rows, cols, 0]  # noqa: E731
+        tap_of = lambda i, j: dcols[i, j]  # noqa: E731
+    else:
+        dcols = buffer[: dz.shape[0] * g.k].reshape(dz.shape[0], g.k)
+        np.matmul(dz, weights.T, out=dcols)
+        dcols = dcols.reshape(m, g.oh, g.ow, g.kh, g.kw, g.c)
+        target_of = lambda rows, cols: dxpad[:, rows, cols, :]  # noqa: E731
+        tap_of = lambda i, j: dcols[:, :, :, i, j, :]  # noqa: E731
     for i in range(g.kh):
         rows = _window(i, g.sh, g.oh)
         for j in range(g.kw):
-            target = dxpad[:, rows, _window(j, g.sw, g.ow), :]
-            np.add(target, dcols[:, :, :, i, j, :], out=target)
+            target = target_of(rows, _window(j, g.sw, g.ow))
+            np.add(target, tap_of(i, j), out=target)
 
 
 # ---- the public ops, same layouts as the generic ones -----------------------------------
@@ -383,7 +476,9 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     best = _empty_like_layout(shape, x.dtype, x)
     average = pooling == "average"
     need_argmax = need_argmax and not average
-    argmax = np.empty_like(best, dtype=np.int32) if need_argmax else None
+    # Offsets as small ints (the generic op gives int32; the values are the same).
+    index = np.int8 if len(taps) <= 127 else np.int32
+    argmax = np.empty_like(best, dtype=index) if need_argmax else None
 
     def work(lo, hi):
         xs, bs = x[lo:hi], best[lo:hi]
@@ -396,13 +491,13 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
         if need_argmax:
             am = argmax[lo:hi]
             am[...] = 0
-            better = np.empty_like(bs, dtype=bool)
-            offsets = np.empty_like(bs, dtype=np.int32)
+            better = _scratch_like("better", bs, bool)
+            offsets = _scratch_like("offsets", bs, index)
         for offset, under in taps[1:]:
             window = xs[under]
             if need_argmax:
                 np.greater(window, bs, out=better)  # strictly greater: the first maximum wins ties
-                np.multiply(better, offset, out=offsets)
+                np.multiply(better, index(offset), out=offsets)
                 np.maximum(am, offsets, out=am)
             np.maximum(bs, window, out=bs)
 
@@ -439,6 +534,11 @@ def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=No
     if not average and not np.isfinite(dy).all():
         # dy * 0 would be NaN where the generic where() gives 0: route such gradients exactly.
         return _pool2d_max_backward_exact(dy, dx, taps, argmax)
+    if argmax is not None and not _dense_in_order_of(dy, argmax):
+        # Mixed memory orders (or a cropped view) make every loop below slow: align dy once.
+        aligned = _empty_like_layout(dy.shape, dy.dtype, argmax)
+        np.copyto(aligned, dy)
+        dy = aligned
     share = dy / (kernel_hw[0] * kernel_hw[1]) if average else None
 
     def work(lo, hi):
@@ -454,8 +554,8 @@ def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=No
                     np.add(target, share[lo:hi], out=target)
             return
         ams = argmax[lo:hi]
-        mask = np.empty(ams.shape, bool)
-        routed = None if disjoint else np.empty(dys.shape, dys.dtype)
+        mask = _scratch_like("mask", ams, bool)
+        routed = None if disjoint else _scratch_like("routed", dys, dys.dtype)
         for offset, under in taps:
             np.equal(ams, offset, out=mask)
             target = dxs[under]

@@ -168,6 +168,8 @@ CONV_CASES = [
     (2, 2, 7, 9, 3, 2, 4, (1, 3), (1, 2)),
     (1, 4, 5, 5, 3, 5, 5, (1, 1), "valid"),  # kernel as large as the image
     (5, 2, 6, 6, 3, 1, 1, (1, 1), 0),
+    (2, 3, 5, 6, 2, 2, 3, (1, 1), (3, 4)),  # padding wider than the kernel
+    (2, 3, 6, 5, 4, 4, 2, (1, 1), "same"),  # even kernel: the odd padding row at the bottom
 ]
 
 
