@@ -32,9 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-#: Target size of one chunk of im2col columns (bytes): about a core's L2 cache, so
-#: that a chunk's columns are still in cache when the matrix product reads them.
-COL_CHUNK_BYTES = 1 << 20
+#: Target size of the work arrays of one chunk of samples (columns, products; bytes).
+#: 4 MiB keeps a chunk in the 32 MiB L3 cache while leaving few enough chunks that
+#: Python's per-call overhead stays small (1, 2, 4 and 8 MiB measured; 4 was best).
+COL_CHUNK_BYTES = 4 << 20
 
 #: Below this many elements an op runs on the calling thread alone.
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -221,70 +222,148 @@ class _Geometry:
         self.k = self.kh * self.kw * self.c
 
 
-def _cols(xpad, g, buffer):
+def _cols(xpad, g, buffer, ones=False):
     """im2col ``(m*oh*ow, kh*kw*c)`` matrix of channels-last ``xpad`` (m samples), stored in ``buffer``.
 
-    For ``c > 1`` the rows are C-contiguous, ``(m, oh, ow, kh, kw, c)``: one strided
+    For ``c > 1`` the rows are ``(m, oh, ow, kh, kw, c)`` in memory: one strided
     copy whose inner loop runs along the contiguous channels. For ``c == 1`` the
     matrix is the transposed view of a tap-major ``(kh, kw, m, oh, ow)`` array:
     each kernel offset is then one contiguous block (4x faster to fill), and
-    BLAS takes the transposed operand as it is (no copy).
+    BLAS takes the transposed operand as it is (no copy). ``ones=True`` appends a
+    column of ones, so that ``cols @ [[W], [bias]]`` adds the bias inside the
+    product and ``cols.T @ dz`` yields ``dbias`` as its last row.
     """
     m = xpad.shape[0]
+    rows = m * g.oh * g.ow
+    k = g.k + ones
     if g.c == 1:
-        taps = buffer[: m * g.oh * g.ow * g.k].reshape(g.kh, g.kw, m, g.oh, g.ow)
+        taps = buffer[: k * rows].reshape(k, rows)
+        if ones:
+            taps[g.k] = 1
+        grid = taps[: g.k].reshape(g.kh, g.kw, m, g.oh, g.ow)
         for i in range(g.kh):
-            rows = _window(i, g.sh, g.oh)
+            rows_i = _window(i, g.sh, g.oh)
             for j in range(g.kw):
-                taps[i, j] = xpad[:, rows, _window(j, g.sw, g.ow), 0]
-        return taps.reshape(g.k, m * g.oh * g.ow).T
-    cols = buffer[: m * g.oh * g.ow * g.k].reshape(m, g.oh, g.ow, g.kh, g.kw, g.c)
+                grid[i, j] = xpad[:, rows_i, _window(j, g.sw, g.ow), 0]
+        return taps.T
+    cols = buffer[: rows * k].reshape(rows, k)
+    if ones:
+        cols[:, g.k] = 1
+    grid = _split_last(cols[:, : g.k], (m, g.oh, g.ow), (g.kh, g.kw, g.c))
     view = sliding_window_view(xpad, (g.kh, g.kw), axis=(1, 2))  # (m, ., ., c, kh, kw)
     view = view[:, : g.sh * (g.oh - 1) + 1 : g.sh, : g.sw * (g.ow - 1) + 1 : g.sw]
-    np.copyto(cols, view.transpose(0, 1, 2, 4, 5, 3))
-    return cols.reshape(m * g.oh * g.ow, g.k)
+    np.copyto(grid, view.transpose(0, 1, 2, 4, 5, 3))
+    return cols
 
 
-def _kernel_matrix(kernel, dtype):
-    """``(kh*kw*c, f)`` matrix of an ``(f, c, kh, kw)`` kernel, matching :func:`_cols`."""
+def _split_last(a, lead, tail):
+    """View the 2-D ``a`` (rows, K), whose last axis is contiguous, as ``(*lead, *tail)`` (never a copy)."""
+    view = a.view()
+    view.shape = (*lead, *tail)  # raises instead of copying
+    return view
+
+
+def _kernel_matrix(kernel, dtype, bias=None):
+    """``(kh*kw*c, f)`` matrix of an ``(f, c, kh, kw)`` kernel, matching :func:`_cols`;
+    with ``bias``, one more row holding it."""
     f = kernel.shape[0]
-    return np.ascontiguousarray(kernel.transpose(2, 3, 1, 0), dtype=dtype).reshape(-1, f)
+    weights = kernel.transpose(2, 3, 1, 0).reshape(-1, f)
+    if bias is not None:
+        weights = np.concatenate([weights, bias.reshape(1, f)])
+    return np.ascontiguousarray(weights, dtype=dtype)
 
 
 # ---- convolution + activation (the layer's op) -----------------------------------------
 
 
 def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0.0, training=False):
-    """Fast :func:`nncore.ops.conv2d_act_forward`: channels-last, chunked, threaded, in place."""
+    """Fast :func:`nncore.ops.conv2d_act_forward`: channels-last, chunked, in place.
+
+    Per chunk of samples: padding, columns with a ones column, ONE product that
+    also adds the bias, the activation in place. Training keeps the padded input
+    for the backward pass; inference pads chunk by chunk into a scratch array.
+    One input channel at stride 1 takes the "wide" route (:func:`_wide_forward`).
+    """
     g = _Geometry(x.shape, kernel.shape, stride, padding)
     dtype = np.result_type(x, kernel, bias)
     x = x.astype(dtype, copy=False)
-    # Without padding, a channels-last input is used as it is; otherwise the threads fill xpad.
-    copy_input = not (all(p == 0 for pair in padding for p in pair) and _is_channels_last(x))
-    if copy_input:
-        xpad = np.empty((g.n, g.h + sum(padding[0]), g.w + sum(padding[1]), g.c), dtype)
-    else:
-        xpad = x.transpose(0, 2, 3, 1)
-    weights = _kernel_matrix(kernel, dtype)
-    bias = bias.astype(dtype, copy=False)
+    weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
     out = np.empty((g.n, g.oh, g.ow, g.f), dtype)
+    if g.c == 1 and g.sh == g.sw == 1:
+        xpad = _wide_forward(x, weights, out, g, act, slope, training)
+        return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
+    padded_shape = (g.h + sum(padding[0]), g.w + sum(padding[1]), g.c)
+    # Without padding, a channels-last input is used as it is; else pad into xpad (kept
+    # for training) or into a scratch array, chunk by chunk (inference).
+    as_is = all(p == 0 for pair in padding for p in pair) and _is_channels_last(x)
+    xpad = x.transpose(0, 2, 3, 1) if as_is else np.empty((g.n, *padded_shape), dtype) if training else None
     rows = g.oh * g.ow
-    step = _chunk(g.n, rows * g.k * dtype.itemsize)
+    step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
 
     def work(lo, hi):
-        if copy_input:
-            _pad_into(xpad[lo:hi], x[lo:hi], padding)
-        buffer = _scratch("cols", min(step, hi - lo) * rows * g.k, dtype)
+        m = min(step, hi - lo)
+        buffer = _scratch("cols", m * rows * (g.k + 1), dtype)
         for start in range(lo, hi, step):
             stop = min(start + step, hi)
+            if xpad is None:
+                source = _scratch("xpad", (stop - start, *padded_shape), dtype)
+                _pad_into(source, x[start:stop], padding)
+            else:
+                source = xpad[start:stop]
+                if not as_is:
+                    _pad_into(source, x[start:stop], padding)
             z = out[start:stop].reshape(-1, g.f)
-            np.matmul(_cols(xpad[start:stop], g, buffer), weights, out=z)
-            z += bias
-            _activate_inplace(z, act, slope)
+            np.matmul(_cols(source, g, buffer, ones=True), weights, out=z)
+            _activate_into(z, act, slope, z)
 
     _run(work, _ranges(g.n, step, elements=out.size + x.size))
     cache = ConvCache(xpad, out, g) if training else None
     return out.transpose(0, 3, 1, 2), cache
+
+
+def _wide_forward(x, weights, out, g, act, slope, training):
+    """Forward pass for one input channel and stride 1, computed on "wide" rows.
+
+    Each padded image is stored flat (``hp*wp`` values plus ``kw - 1`` zeros), so
+    the input under kernel offset ``(i, j)`` for ALL outputs is ONE contiguous
+    slice starting at ``i*wp + j``: the columns are 9 long copies instead of
+    9*oh short ones. The product then computes ``wp`` instead of ``ow`` values per
+    output row; the activation writes only the ``ow`` real ones into ``out``.
+    Returns the padded input as a ``(n, hp, wp, 1)`` view (for the backward pass)
+    when training, else ``None``.
+    """
+    (top, bottom), (left, right) = g.padding
+    hp, wp = g.h + top + bottom, g.w + left + right
+    length, span = hp * wp + g.kw - 1, g.oh * wp
+    dtype = out.dtype
+    storage = np.empty((g.n, length), dtype) if training else None
+    step = _chunk(g.n, span * (g.k + 1 + 2 * g.f) * dtype.itemsize)
+
+    def work(lo, hi):
+        m = min(step, hi - lo)
+        taps = _scratch("cols", (g.k + 1) * m * span, dtype)
+        wide = _scratch("wide", m * span * g.f, dtype)
+        for start in range(lo, hi, step):
+            size = stop = min(start + step, hi)
+            size = stop - start
+            flat = storage[start:stop] if storage is not None else _scratch("flat", (size, length), dtype)
+            flat[:, hp * wp :] = 0
+            _pad_into(flat[:, : hp * wp].reshape(size, hp, wp, 1), x[start:stop], g.padding)
+            cols = taps[: (g.k + 1) * size * span].reshape(g.k + 1, size, span)
+            cols[g.k] = 1
+            for i in range(g.kh):
+                for j in range(g.kw):
+                    offset = i * wp + j
+                    cols[i * g.kw + j] = flat[:, offset : offset + span]
+            z = wide[: size * span * g.f].reshape(size * span, g.f)
+            np.matmul(cols.reshape(g.k + 1, size * span).T, weights, out=z)
+            real = z.reshape(size, g.oh, wp, g.f)[:, :, : g.ow, :]
+            _activate_into(real, act, slope, out[start:stop])
+
+    _run(work, _ranges(g.n, step, elements=out.size + x.size))
+    if storage is None:
+        return None
+    return storage[:, : hp * wp].reshape(g.n, hp, wp, 1)
 
 
 class ConvCache:
@@ -301,13 +380,18 @@ class ConvCache:
         return conv2d_act_backward(delta, self, kernel, stride, padding, act, slope, need_input_grad)
 
 
-def _activate_inplace(z, act, slope):
+def _activate_into(z, act, slope, out):
+    """``out = act(z)`` (``out`` may be ``z``: in place)."""
     if act == "relu":
         # fmax, like where(z > 0, z, 0), maps NaN to 0.
-        np.fmax(z, 0, out=z)
+        np.fmax(z, 0, out=out)
     elif act == "lrelu":
         # max(z, slope*z) == where(z > 0, z, slope*z) for 0 < slope < 1 (NaN stays NaN in both).
-        np.maximum(z, z * z.dtype.type(slope), out=z)
+        scaled = _scratch("scaled", z.shape, z.dtype)
+        np.multiply(z, z.dtype.type(slope), out=scaled)
+        np.maximum(z, scaled, out=out)
+    elif out is not z:
+        np.copyto(out, z)
 
 
 def _activation_grad(delta, out, act, slope, dz):
@@ -342,7 +426,7 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
     dtype = np.result_type(delta, out, kernel)
     weights = _kernel_matrix(kernel, dtype)
     rows = g.oh * g.ow
-    step = _chunk(g.n, rows * g.k * dtype.itemsize)
+    step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
     # Stride 1 with several channels: dx is the correlation of dz with the flipped kernel
     # (one im2col and one product, 2x faster than col2im's strided sums); else col2im.
     transposed = need_input_grad and g.sh == g.sw == 1 and g.c > 1
@@ -355,11 +439,10 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
 
     def work(lo, hi):
         m = min(step, hi - lo)
-        buffer = _scratch("cols", m * rows * g.k, dtype)
+        buffer = _scratch("cols", m * rows * (g.k + 1), dtype)
         dz_buffer = _scratch("dz", m * rows * g.f, dtype)
-        dweights = np.zeros((g.k, g.f), dtype)
-        dbias = np.zeros(g.f, dtype)
-        part = np.empty((g.k, g.f), dtype)
+        grads = np.zeros((g.k + 1, g.f), dtype)  # dkernel rows, then dbias (the ones column)
+        part = np.empty((g.k + 1, g.f), dtype)
         if transposed:
             canvas = _scratch("canvas", (m, tg.h, tg.w, g.f), dtype)
             tbuffer = _scratch("dcols", m * tg.oh * tg.ow * tg.k, dtype)
@@ -370,23 +453,22 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
             stop = min(start + step, hi)
             dz4 = dz_buffer[: (stop - start) * rows * g.f].reshape(stop - start, g.oh, g.ow, g.f)
             dz = _activation_grad(delta[start:stop], out[start:stop], act, slope, dz4).reshape(-1, g.f)
-            dbias += dz.sum(axis=0)
-            np.matmul(_cols(xpad[start:stop], g, buffer).T, dz, out=part)
-            dweights += part
+            np.matmul(_cols(xpad[start:stop], g, buffer, ones=True).T, dz, out=part)
+            grads += part
             if transposed:
                 _place(canvas[: stop - start], dz4, g.kh - 1 - padding[0][0], g.kw - 1 - padding[1][0])
                 cols = _cols(canvas[: stop - start], tg, tbuffer)
                 np.matmul(cols, flipped, out=dx[start:stop].reshape(-1, g.c))
             elif need_input_grad:
                 _col2im_channels_last(dz, weights, dxpad[start:stop], g, dcol_buffer)
-        return dweights, dbias
+        return grads
 
     parts = _run(work, _ranges(g.n, step, elements=out.size + xpad.size))
-    dweights, dbias = parts[0]
-    for more_weights, more_bias in parts[1:]:
-        dweights += more_weights
-        dbias += more_bias
-    dkernel = np.ascontiguousarray(dweights.reshape(g.kh, g.kw, g.c, g.f).transpose(3, 2, 0, 1))
+    grads = parts[0]
+    for more in parts[1:]:
+        grads += more
+    dkernel = np.ascontiguousarray(grads[: g.k].reshape(g.kh, g.kw, g.c, g.f).transpose(3, 2, 0, 1))
+    dbias = grads[g.k].copy()
     if not need_input_grad:
         return None, dkernel, dbias
     if not transposed:

@@ -20,7 +20,10 @@ What is measured (see benchmarks/README.md):
   (1024, nncore's default).
 * Interleaving: in each repetition the workloads run A, B, A, B ... and
   nncore and torch alternate which goes first; the ratio quoted is the MEDIAN
-  of the per-repetition ratios nncore/torch (> 1: nncore faster).
+  of the per-repetition ratios nncore/torch (> 1: nncore faster). Each timed
+  call starts after ``--gap`` seconds of idle: OpenBLAS's and OpenMP's worker
+  threads busy-wait for a while after a call and would otherwise steal the
+  cores from whichever library runs next.
 * GFLOP/s: 2 x multiply-adds of the convolution and dense layers, forward;
   a training step counts 3 x forward.
 * Peak memory: for each (library, workload, mode) a FRESH subprocess imports
@@ -310,6 +313,9 @@ def time_interleaved(args, runners, reps):
             for mode in ("train", "infer"):
                 for runner in order:
                     fn = runner.train if mode == "train" else runner.infer
+                    # Let the other library's thread pool stop spinning before the clock starts
+                    # (OpenBLAS and OpenMP workers busy-wait a while after each call).
+                    time.sleep(args.gap)
                     times.setdefault((workload, mode, runner.name), []).append(_seconds(fn))
     return times
 
@@ -408,6 +414,9 @@ def main(argv=None):
                         help="minibatches per repetition (default: 8 for A, 16 for B)")
     parser.add_argument("--workloads", default="AB", help="which workloads, e.g. AB or B")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--gap", type=float, default=0.3,
+                        help="seconds of idle before each timed call, so that neither library's spinning "
+                             "thread pool slows the other (default 0.3)")
     parser.add_argument("--heap", choices=("both", "default", "pregrown"), default="both",
                         help="time with glibc's default heap, a pre-grown one, or both (default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
