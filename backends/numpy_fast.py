@@ -3,24 +3,38 @@
 :func:`backends.fast_path` returns these functions, and only for real
 ``numpy.ndarray`` arguments, so array_api_strict and CuPy always run the
 generic, standard-only code. Each function takes the same arguments as the
-generic op it replaces and gives the same numbers (elementwise results are
-identical; sums and matrix products may differ by float rounding, because
-BLAS blocks them differently). ``tests/test_fast_paths.py`` checks both.
+generic op it replaces and gives the same numbers: elementwise results are
+identical (NaN/inf included, through exact fallbacks where needed); sums and
+matrix products may differ by float rounding, because BLAS blocks them
+differently. ``tests/test_fast_paths.py`` checks both against ``op.generic``.
 
-What makes them faster than the generic code on a 2-core CPU:
+Where the time goes and what is done about it (profiles in benchmarks/README.md):
 
-* **channels-last convolution.** Inside :func:`conv2d_act_forward` the image is
-  padded into ``(n, h, w, c)`` order, the columns are ``(n*oh*ow, kh*kw*c)``
-  rows made by one strided copy (``sliding_window_view``) and the convolution
-  is ONE large BLAS product ``cols @ W`` (instead of ``n`` small ones), whose
-  ``(n*oh*ow, f)`` result is handed on as a ``(n, f, oh, ow)`` view (no
-  transposed copy). Backward uses two more large products and an in-place
-  channels-last col2im. Pooling and elementwise ops keep that memory order.
-* **bounded memory.** Columns are built for a chunk of samples at a time
-  (about ``COL_CHUNK_BYTES``) and built again in the backward pass instead of
-  being stored, so memory grows with the batch only through the activations.
-* **in place.** Bias, RELU/LRELU, pooling maxima and col2im sums are written
-  with ``out=``/``where=`` into preallocated arrays: no temporaries.
+* **One large BLAS product per chunk, channels-last.** Inside
+  :func:`conv2d_act_forward` images are padded into ``(n, h, w, c)`` order and
+  the columns are ``(n*oh*ow, kh*kw*c)`` rows (one ``sliding_window_view``
+  copy; for ``c == 1`` a tap-major or "wide" layout that copies long
+  contiguous runs). ``cols @ W`` is then ONE product for the chunk instead of
+  ``n`` small ones, and its ``(n*oh*ow, f)`` result is handed on as an
+  ``(n, f, oh, ow)`` view, no transposed copy. A column of ones puts the bias
+  inside the product (and gives ``dbias`` for free backward). The input
+  gradient at stride 1 is the correlation of ``dz`` with the flipped kernel
+  (one more im2col + product), about 2x faster than col2im's strided sums.
+* **Bounded memory.** Columns exist for one chunk of samples at a time (about
+  ``COL_CHUNK_BYTES``) and are built again in the backward pass instead of
+  being stored: memory grows with the batch only through the activations.
+* **No slow NumPy calls.** ``np.where`` and masked ``copyto`` are not
+  vectorised (~5 ns per element); pooling and activation gradients use
+  ``maximum``, ``greater`` and products with boolean masks instead, in place
+  (``out=``), with pooling offsets as ``int8``. Arrays that meet in one ufunc
+  share a memory order (mixed orders are several times slower).
+* **Few page faults.** Work arrays come from per-thread scratch buffers
+  (:func:`_scratch`); fresh large arrays are mmapped by glibc and fault on
+  first touch, which is expensive in a VM.
+* **Threads: opt-in.** ``NNCORE_NUM_THREADS=N`` splits the samples of each op
+  between N threads (BLAS held to one thread each). On the 2-core reference
+  machine one thread whose products use both cores through BLAS was faster,
+  so the default is 1.
 """
 
 from __future__ import annotations

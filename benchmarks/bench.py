@@ -275,7 +275,7 @@ def _device_peak(lib):
     if lib == "torch":
         import torch
 
-        return int(torch.cuda.max_memory_allocated())
+        return int(torch.cuda.max_memory_reserved())  # what its caching allocator held at most
     import cupy
 
     return int(cupy.get_default_memory_pool().total_bytes())  # the pool keeps what it ever needed
@@ -394,7 +394,7 @@ def machine_info(args):
     with contextlib.suppress(Exception):
         config = np.show_config(mode="dicts")
         blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
-    return {
+    info = {
         "cpu": f"{model}, {os.cpu_count()} logical CPUs",
         "python": platform.python_version(),
         "numpy": f"{np.__version__} ({blas})",
@@ -403,6 +403,11 @@ def machine_info(args):
         "nncore": nncore.__version__,
         "os": platform.platform(),
     }
+    if args.backend == "cupy":
+        import cupy
+
+        info["gpu"] = f"{torch.cuda.get_device_name(0)}; cupy {cupy.__version__}"
+    return info
 
 
 def main(argv=None):
@@ -467,8 +472,9 @@ def main(argv=None):
             batch = WORKLOADS[workload][1]
             n_batches = args.batches or (8 if workload == "A" else 16)
             for mode in ("train", "infer"):
+                key = "device_peak_bytes" if args.backend == "cupy" else "peak_bytes"
                 memory[(workload, mode)] = {
-                    lib: measure_in_child(args, lib, workload, batch, 28, n_batches, mode)["peak_bytes"]
+                    lib: measure_in_child(args, lib, workload, batch, 28, n_batches, mode)[key]
                     for lib in ("nncore", "torch")
                 }
     sweep_table = sweep(args) if args.sweep else None
@@ -494,7 +500,10 @@ def main(argv=None):
         label = ("glibc default heap (large blocks mmapped and unmapped per batch)" if heap == "default"
                  else "pre-grown heap (mallopt M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB)")
         out += ["", f"## Throughput, {label}", "", _fmt_table(tables[heap], memory)]
-    if memory:
+    if memory and args.backend == "cupy":
+        out += ["", "Peak MiB: GPU memory held at most (torch: max_memory_reserved; CuPy: the memory "
+                "pool's total_bytes) in a fresh process per (library, workload, mode)."]
+    elif memory:
         out += ["", "Peak MiB: growth of the peak resident set (VmHWM) in a fresh process per (library, "
                 "workload, mode) over two calls (train: two epochs as above; infer: two predict passes), "
                 "from the built model with its data; glibc default heap."]
