@@ -342,7 +342,7 @@ def _wide_forward(x, weights, out, g, act, slope, training):
     the input under kernel offset ``(i, j)`` for ALL outputs is ONE contiguous
     slice starting at ``i*wp + j``: the columns are 9 long copies instead of
     9*oh short ones. The product then computes ``wp`` instead of ``ow`` values per
-    output row; the activation writes only the ``ow`` real ones into ``out``.
+    output row; only the ``ow`` real ones are copied into ``out``.
     Returns the padded input as a ``(n, hp, wp, 1)`` view (for the backward pass)
     when training, else ``None``.
     """
@@ -371,8 +371,10 @@ def _wide_forward(x, weights, out, g, act, slope, training):
                     cols[i * g.kw + j] = flat[:, offset : offset + span]
             z = wide[: size * span * g.f].reshape(size * span, g.f)
             np.matmul(cols.reshape(g.k + 1, size * span).T, weights, out=z)
-            real = z.reshape(size, g.oh, wp, g.f)[:, :, : g.ow, :]
-            _activate_into(real, act, slope, out[start:stop])
+            # The activation runs on the contiguous wide rows (long loops; the extra columns
+            # are discarded), then one copy keeps the ow real columns of each row.
+            _activate_into(z, act, slope, z)
+            np.copyto(out[start:stop], z.reshape(size, g.oh, wp, g.f)[:, :, : g.ow, :])
 
     _run(work, _ranges(g.n, step, elements=out.size + x.size))
     if storage is None:
