@@ -28,10 +28,12 @@ def close(a, b, dtype=np.float32):
 
 @pytest.fixture(params=["serial", "threads"])
 def threads(request, monkeypatch):
-    """Run the fast paths on one thread, or split over 3 threads even for tiny inputs."""
+    """Run the fast paths on one thread in one chunk, or split over 3 threads even for
+    tiny inputs, each working in chunks of one sample."""
     if request.param == "threads":
         monkeypatch.setattr(numpy_fast, "WORKERS", 3)
         monkeypatch.setattr(numpy_fast, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 1)
     else:
         monkeypatch.setattr(numpy_fast, "WORKERS", 1)
     return request.param
