@@ -40,6 +40,7 @@ Where the time goes and what is done about it (profiles in benchmarks/README.md)
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,6 +138,50 @@ def _scratch_like(slot, like, dtype):
     return _scratch(slot, like.shape, dtype)
 
 
+# ---- recycled result arrays -----------------------------------------------------------
+#
+# Results (activations, gradients) must be fresh arrays, but allocating them anew
+# every batch makes glibc mmap and unmap them (blocks above its threshold), and
+# every 4 KiB page then faults on first touch: 10-20 % of a training step in a
+# VM. An array handed out earlier whose only remaining reference is this pool's
+# (``sys.getrefcount``; a view or slice keeps a reference to its base, so a
+# result still in use anywhere is never taken) is handed out again instead.
+
+RECYCLE_MAX_BYTES = 512 << 20  # the pool forgets everything beyond this (arrays in use live on)
+_recycled = {}
+_recycled_bytes = 0
+_recycle_lock = threading.Lock()
+
+
+def _fresh(shape, dtype):
+    """An uninitialised array nobody else references: recycled if possible, else new."""
+    global _recycled_bytes
+    dtype = np.dtype(dtype)
+    key = (tuple(shape), dtype)
+    with _recycle_lock:
+        kept = _recycled.setdefault(key, [])
+        for array in kept:
+            if sys.getrefcount(array) == 3:  # the list, this loop's name and the call's argument
+                return array
+        array = np.empty(shape, dtype)
+        if len(kept) < 4:
+            if _recycled_bytes + array.nbytes > RECYCLE_MAX_BYTES:
+                _recycled.clear()
+                _recycled_bytes = 0
+                kept = _recycled.setdefault(key, [])
+            kept.append(array)
+            _recycled_bytes += array.nbytes
+        return array
+
+
+def release_memory():
+    """Forget the recycled arrays (their memory is freed once nobody uses them)."""
+    global _recycled_bytes
+    with _recycle_lock:
+        _recycled.clear()
+        _recycled_bytes = 0
+
+
 def _ranges(n, step, min_elements=None, elements=None):
     """Contiguous ``(lo, hi)`` sample ranges, one per thread, made of whole chunks of ``step``."""
     chunks = -(-n // step)
@@ -192,8 +237,8 @@ def _empty_like_layout(shape_nchw, dtype, like):
     """An empty ``(n, c, h, w)`` array, stored channels-last when ``like`` is."""
     if like is not None and _is_channels_last(like) and not like.flags.c_contiguous:
         n, c, h, w = shape_nchw
-        return np.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
-    return np.empty(shape_nchw, dtype)
+        return _fresh((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+    return _fresh(shape_nchw, dtype)
 
 
 def _window(offset, stride, count):
@@ -302,7 +347,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     dtype = np.result_type(x, kernel, bias)
     x = x.astype(dtype, copy=False)
     weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
-    out = np.empty((g.n, g.oh, g.ow, g.f), dtype)
+    out = _fresh((g.n, g.oh, g.ow, g.f), dtype)
     if g.c == 1 and g.sh == g.sw == 1:
         xpad = _wide_forward(x, weights, out, g, act, slope, training)
         return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
@@ -310,7 +355,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     # Without padding, a channels-last input is used as it is; else pad into xpad (kept
     # for training) or into a scratch array, chunk by chunk (inference).
     as_is = all(p == 0 for pair in padding for p in pair) and _is_channels_last(x)
-    xpad = x.transpose(0, 2, 3, 1) if as_is else np.empty((g.n, *padded_shape), dtype) if training else None
+    xpad = x.transpose(0, 2, 3, 1) if as_is else _fresh((g.n, *padded_shape), dtype) if training else None
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
 
@@ -350,7 +395,7 @@ def _wide_forward(x, weights, out, g, act, slope, training):
     hp, wp = g.h + top + bottom, g.w + left + right
     length, span = hp * wp + g.kw - 1, g.oh * wp
     dtype = out.dtype
-    storage = np.empty((g.n, length), dtype) if training else None
+    storage = _fresh((g.n, length), dtype) if training else None
     step = _chunk(g.n, span * (g.k + 1 + 2 * g.f) * dtype.itemsize)
 
     def work(lo, hi):
@@ -449,9 +494,9 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
     if transposed:
         tg = _Geometry((g.n, g.f, g.h + g.kh - 1, g.w + g.kw - 1), (g.c, g.f, g.kh, g.kw), (1, 1), ((0, 0), (0, 0)))
         flipped = _kernel_matrix(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)  # (kh*kw*f, c)
-        dx = np.empty((g.n, g.h, g.w, g.c), dtype)
+        dx = _fresh((g.n, g.h, g.w, g.c), dtype)
     elif need_input_grad:
-        dxpad = np.empty(xpad.shape, dtype)
+        dxpad = _fresh(xpad.shape, dtype)
 
     def work(lo, hi):
         m = min(step, hi - lo)
@@ -583,7 +628,7 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     need_argmax = need_argmax and not average
     # Offsets as small ints (the generic op gives int32; the values are the same).
     index = np.int8 if len(taps) <= 127 else np.int32
-    argmax = np.empty_like(best, dtype=index) if need_argmax else None
+    argmax = _empty_like_layout(shape, index, x) if need_argmax else None
 
     def work(lo, hi):
         for a, b in _sub_ranges(lo, hi, x[:1].nbytes):
@@ -645,7 +690,7 @@ def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=No
         return _pool2d_max_backward_exact(dy, dx, taps, argmax)
     if argmax is not None and not _dense_in_order_of(dy, argmax):
         # Mixed memory orders (or a cropped view) make every loop below slow: align dy once.
-        aligned = _empty_like_layout(dy.shape, dy.dtype, argmax)
+        aligned = _scratch_like("aligned", argmax, dy.dtype)
         np.copyto(aligned, dy)
         dy = aligned
     share = dy / (kernel_hw[0] * kernel_hw[1]) if average else None

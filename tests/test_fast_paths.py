@@ -362,3 +362,20 @@ def test_threaded_results_are_deterministic(monkeypatch):
     for run in runs[1:]:
         for a, b in zip(run, runs[0]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_recycled_results_are_never_shared_while_in_use():
+    x = RNG.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    kernel = RNG.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    bias = RNG.standard_normal(5).astype(np.float32)
+    padding = ops.resolve_padding("same", (8, 8), (3, 3), (1, 1))
+    first, _ = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu")
+    kept = first.copy()
+    pooled, argmax = ops.pool2d_forward(first, (2, 2), (2, 2))
+    for _ in range(3):  # same shapes again: the arrays above are still referenced
+        second, _ = ops.conv2d_act_forward(2 * x, kernel, bias, (1, 1), padding, "relu")
+        again, _ = ops.pool2d_forward(second, (2, 2), (2, 2))
+        assert not np.shares_memory(first, second) and not np.shares_memory(pooled, again)
+    np.testing.assert_array_equal(first, kept)
+    np.testing.assert_array_equal(pooled, ops.pool2d_forward.generic(kept, (2, 2), (2, 2))[0])
+    numpy_fast.release_memory()
