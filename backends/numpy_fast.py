@@ -140,22 +140,28 @@ def _scratch_like(slot, like, dtype):
 
 # ---- recycled result arrays -----------------------------------------------------------
 #
-# Results (activations, gradients) must be fresh arrays, but allocating them anew
-# every batch makes glibc mmap and unmap them (blocks above its threshold), and
-# every 4 KiB page then faults on first touch: 10-20 % of a training step in a
-# VM. An array handed out earlier whose only remaining reference is this pool's
+# Results must be fresh arrays, but allocating them anew every call makes glibc
+# mmap and unmap them (blocks above its threshold), and every 4 KiB page then
+# faults on first touch (expensive in a VM). For INFERENCE outputs (convolution
+# and pooling without a backward pass; about 15 % faster predictions), an array
+# handed out earlier whose only remaining reference is this pool's
 # (``sys.getrefcount``; a view or slice keeps a reference to its base, so a
 # result still in use anywhere is never taken) is handed out again instead.
+# Training keeps fresh arrays: there the pool held more memory at the peak (every
+# gradient array stays resident) and was not faster.
 
 RECYCLE_MAX_BYTES = 512 << 20  # the pool forgets everything beyond this (arrays in use live on)
+RECYCLE = True
 _recycled = {}
 _recycled_bytes = 0
 _recycle_lock = threading.Lock()
 
 
-def _fresh(shape, dtype):
+def _fresh(shape, dtype, recycle=True):
     """An uninitialised array nobody else references: recycled if possible, else new."""
     global _recycled_bytes
+    if not (RECYCLE and recycle):
+        return np.empty(shape, dtype)
     dtype = np.dtype(dtype)
     key = (tuple(shape), dtype)
     with _recycle_lock:
@@ -233,12 +239,12 @@ def _dense_in_order_of(x, like):
     return x.flags.c_contiguous
 
 
-def _empty_like_layout(shape_nchw, dtype, like):
+def _empty_like_layout(shape_nchw, dtype, like, recycle=False):
     """An empty ``(n, c, h, w)`` array, stored channels-last when ``like`` is."""
     if like is not None and _is_channels_last(like) and not like.flags.c_contiguous:
         n, c, h, w = shape_nchw
-        return _fresh((n, h, w, c), dtype).transpose(0, 3, 1, 2)
-    return _fresh(shape_nchw, dtype)
+        return _fresh((n, h, w, c), dtype, recycle).transpose(0, 3, 1, 2)
+    return _fresh(shape_nchw, dtype, recycle)
 
 
 def _window(offset, stride, count):
@@ -347,7 +353,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     dtype = np.result_type(x, kernel, bias)
     x = x.astype(dtype, copy=False)
     weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
-    out = _fresh((g.n, g.oh, g.ow, g.f), dtype)
+    out = _fresh((g.n, g.oh, g.ow, g.f), dtype, recycle=not training)
     if g.c == 1 and g.sh == g.sw == 1:
         xpad = _wide_forward(x, weights, out, g, act, slope, training)
         return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
@@ -355,7 +361,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     # Without padding, a channels-last input is used as it is; else pad into xpad (kept
     # for training) or into a scratch array, chunk by chunk (inference).
     as_is = all(p == 0 for pair in padding for p in pair) and _is_channels_last(x)
-    xpad = x.transpose(0, 2, 3, 1) if as_is else _fresh((g.n, *padded_shape), dtype) if training else None
+    xpad = x.transpose(0, 2, 3, 1) if as_is else np.empty((g.n, *padded_shape), dtype) if training else None
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
 
@@ -395,7 +401,7 @@ def _wide_forward(x, weights, out, g, act, slope, training):
     hp, wp = g.h + top + bottom, g.w + left + right
     length, span = hp * wp + g.kw - 1, g.oh * wp
     dtype = out.dtype
-    storage = _fresh((g.n, length), dtype) if training else None
+    storage = np.empty((g.n, length), dtype) if training else None
     step = _chunk(g.n, span * (g.k + 1 + 2 * g.f) * dtype.itemsize)
 
     def work(lo, hi):
@@ -494,9 +500,9 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
     if transposed:
         tg = _Geometry((g.n, g.f, g.h + g.kh - 1, g.w + g.kw - 1), (g.c, g.f, g.kh, g.kw), (1, 1), ((0, 0), (0, 0)))
         flipped = _kernel_matrix(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)  # (kh*kw*f, c)
-        dx = _fresh((g.n, g.h, g.w, g.c), dtype)
+        dx = np.empty((g.n, g.h, g.w, g.c), dtype)
     elif need_input_grad:
-        dxpad = _fresh(xpad.shape, dtype)
+        dxpad = np.empty(xpad.shape, dtype)
 
     def work(lo, hi):
         m = min(step, hi - lo)
@@ -623,7 +629,7 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     """
     taps, out_hw = _pool_windows(x.shape, kernel_hw, stride_hw)
     shape = (*x.shape[:2], *out_hw)
-    best = _empty_like_layout(shape, x.dtype, x)
+    best = _empty_like_layout(shape, x.dtype, x, recycle=not need_argmax)
     average = pooling == "average"
     need_argmax = need_argmax and not average
     # Offsets as small ints (the generic op gives int32; the values are the same).

@@ -371,11 +371,15 @@ def test_recycled_results_are_never_shared_while_in_use():
     padding = ops.resolve_padding("same", (8, 8), (3, 3), (1, 1))
     first, _ = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu")
     kept = first.copy()
-    pooled, argmax = ops.pool2d_forward(first, (2, 2), (2, 2))
+    pooled, _ = ops.pool2d_forward(first, (2, 2), (2, 2), need_argmax=False)  # inference: recycled
     for _ in range(3):  # same shapes again: the arrays above are still referenced
         second, _ = ops.conv2d_act_forward(2 * x, kernel, bias, (1, 1), padding, "relu")
-        again, _ = ops.pool2d_forward(second, (2, 2), (2, 2))
+        again, _ = ops.pool2d_forward(second, (2, 2), (2, 2), need_argmax=False)
         assert not np.shares_memory(first, second) and not np.shares_memory(pooled, again)
     np.testing.assert_array_equal(first, kept)
     np.testing.assert_array_equal(pooled, ops.pool2d_forward.generic(kept, (2, 2), (2, 2))[0])
+    view = second[:, :2]  # a view keeps its base in use
+    del second
+    third, _ = ops.conv2d_act_forward(3 * x, kernel, bias, (1, 1), padding, "relu")
+    assert not np.shares_memory(view, third)
     numpy_fast.release_memory()
