@@ -140,15 +140,17 @@ def _scratch_like(slot, like, dtype):
 
 # ---- recycled result arrays -----------------------------------------------------------
 #
-# Results must be fresh arrays, but allocating them anew every call makes glibc
-# mmap and unmap them (blocks above its threshold), and every 4 KiB page then
-# faults on first touch (expensive in a VM). For INFERENCE outputs (convolution
-# and pooling without a backward pass; about 15 % faster predictions), an array
-# handed out earlier whose only remaining reference is this pool's
-# (``sys.getrefcount``; a view or slice keeps a reference to its base, so a
-# result still in use anywhere is never taken) is handed out again instead.
-# Training keeps fresh arrays: there the pool held more memory at the peak (every
-# gradient array stays resident) and was not faster.
+# Results must be fresh arrays, but allocating them anew every batch makes glibc
+# return memory to the kernel and take it back (its heap top is trimmed as the
+# activations of a step are freed), and every 4 KiB page then faults on first
+# touch: about 25 % of a training step of workload B in a VM. So the forward
+# outputs (activations, padded inputs kept for the backward pass, pooling
+# offsets) are recycled: an array handed out earlier whose only remaining
+# reference is this pool's (``sys.getrefcount``; a view or slice keeps a
+# reference to its base, so a result still in use anywhere is never taken) is
+# handed out again. Activations are all alive at the peak of a training step
+# anyway, so this adds little to peak memory; gradients (short-lived, consumed
+# one after the other) stay fresh arrays, which glibc can reuse for each other.
 
 RECYCLE_MAX_BYTES = 512 << 20  # the pool forgets everything beyond this (arrays in use live on)
 RECYCLE = True
@@ -347,21 +349,24 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     Per chunk of samples: padding, columns with a ones column, ONE product that
     also adds the bias, the activation in place. Training keeps the padded input
     for the backward pass; inference pads chunk by chunk into a scratch array.
-    One input channel at stride 1 takes the "wide" route (:func:`_wide_forward`).
+    One input channel, one or two output maps, stride 1: the "wide" route
+    (:func:`_wide_forward`).
     """
     g = _Geometry(x.shape, kernel.shape, stride, padding)
     dtype = np.result_type(x, kernel, bias)
     x = x.astype(dtype, copy=False)
     weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
-    out = _fresh((g.n, g.oh, g.ow, g.f), dtype, recycle=not training)
-    if g.c == 1 and g.sh == g.sw == 1:
+    out = _fresh((g.n, g.oh, g.ow, g.f), dtype)
+    if g.c == 1 and g.f <= 2 and g.sh == g.sw == 1:
+        # Few output maps: the wide route's extra columns cost less than the copies it saves
+        # (measured: 1.3x faster for f=1, even at f=2, slower from f=4 on).
         xpad = _wide_forward(x, weights, out, g, act, slope, training)
         return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
     padded_shape = (g.h + sum(padding[0]), g.w + sum(padding[1]), g.c)
     # Without padding, a channels-last input is used as it is; else pad into xpad (kept
     # for training) or into a scratch array, chunk by chunk (inference).
     as_is = all(p == 0 for pair in padding for p in pair) and _is_channels_last(x)
-    xpad = x.transpose(0, 2, 3, 1) if as_is else np.empty((g.n, *padded_shape), dtype) if training else None
+    xpad = x.transpose(0, 2, 3, 1) if as_is else _fresh((g.n, *padded_shape), dtype) if training else None
     rows = g.oh * g.ow
     step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
 
@@ -401,7 +406,7 @@ def _wide_forward(x, weights, out, g, act, slope, training):
     hp, wp = g.h + top + bottom, g.w + left + right
     length, span = hp * wp + g.kw - 1, g.oh * wp
     dtype = out.dtype
-    storage = np.empty((g.n, length), dtype) if training else None
+    storage = _fresh((g.n, length), dtype) if training else None
     step = _chunk(g.n, span * (g.k + 1 + 2 * g.f) * dtype.itemsize)
 
     def work(lo, hi):
@@ -629,12 +634,12 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     """
     taps, out_hw = _pool_windows(x.shape, kernel_hw, stride_hw)
     shape = (*x.shape[:2], *out_hw)
-    best = _empty_like_layout(shape, x.dtype, x, recycle=not need_argmax)
+    best = _empty_like_layout(shape, x.dtype, x, recycle=True)
     average = pooling == "average"
     need_argmax = need_argmax and not average
     # Offsets as small ints (the generic op gives int32; the values are the same).
     index = np.int8 if len(taps) <= 127 else np.int32
-    argmax = _empty_like_layout(shape, index, x) if need_argmax else None
+    argmax = _empty_like_layout(shape, index, x, recycle=True) if need_argmax else None
 
     def work(lo, hi):
         for a, b in _sub_ranges(lo, hi, x[:1].nbytes):
