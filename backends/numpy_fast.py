@@ -159,18 +159,31 @@ _recycled_bytes = 0
 _recycle_lock = threading.Lock()
 
 
+def _refcounts(kept):
+    """``sys.getrefcount`` of each array of ``kept``, all measured the same way."""
+    counts = []
+    for array in kept:
+        counts.append(sys.getrefcount(array))
+    return counts
+
+
+# What an array referenced by nothing but its list reads here (calibrated, not assumed:
+# interpreters differ in which references they borrow). Recycling needs CPython.
+_UNREFERENCED = _refcounts([np.empty(0)])[0] if sys.implementation.name == "cpython" else None
+
+
 def _fresh(shape, dtype, recycle=True):
     """An uninitialised array nobody else references: recycled if possible, else new."""
     global _recycled_bytes
-    if not (RECYCLE and recycle):
+    if not (RECYCLE and recycle) or _UNREFERENCED is None:
         return np.empty(shape, dtype)
     dtype = np.dtype(dtype)
     key = (tuple(shape), dtype)
     with _recycle_lock:
         kept = _recycled.setdefault(key, [])
-        for array in kept:
-            if sys.getrefcount(array) == 3:  # the list, this loop's name and the call's argument
-                return array
+        for index, count in enumerate(_refcounts(kept)):
+            if count == _UNREFERENCED:
+                return kept[index]
         array = np.empty(shape, dtype)
         if len(kept) < 4:
             if _recycled_bytes + array.nbytes > RECYCLE_MAX_BYTES:
