@@ -383,3 +383,18 @@ def test_recycled_results_are_never_shared_while_in_use():
     third, _ = ops.conv2d_act_forward(3 * x, kernel, bias, (1, 1), padding, "relu")
     assert not np.shares_memory(view, third)
     numpy_fast.release_memory()
+
+
+def test_fresh_arrays_in_use_are_never_handed_out_again():
+    numpy_fast.release_memory()
+    held = [numpy_fast._fresh((5, 7), np.float32) for _ in range(6)]  # more than the pool keeps
+    assert len({id(a) for a in held}) == 6
+    view = held[0][1:]
+    first_id = id(held[0])
+    del held[0]
+    again = numpy_fast._fresh((5, 7), np.float32)
+    assert id(again) != first_id and not np.shares_memory(again, view)
+    del view
+    reused = numpy_fast._fresh((5, 7), np.float32)  # now nothing references the first one
+    assert id(reused) == first_id or numpy_fast._UNREFERENCED is None
+    numpy_fast.release_memory()
