@@ -92,6 +92,16 @@ def plot_accuracy(scores, model, data, path, *, ylim_low=0.8):
     return path
 
 
+def report_training(cnn, scores, n_train, x_val, y_val, epochs, seconds, data_name, title, path):
+    """Print what the course examples print after training, then save their accuracy plot."""
+    print(f"data: {data_name}; {n_train} training and {len(x_val)} validation images")
+    print(f"trained {epochs} epochs in {seconds:.1f} s ({epochs * n_train / seconds:.0f} images/s)")
+    print(f"final training accuracy:   {scores['train_acc'][-1]:.4f}")
+    print(f"validation accuracy: {cnn.score(x_val, y_val):.4f} (best {np.nanmax(scores['val_acc']):.4f} "
+          f"in epoch {int(np.nanargmax(scores['val_acc'])) + 1})")
+    print(f"saved {plot_accuracy(scores, title, data_name, path)}")
+
+
 class Timer:
     """``with Timer() as t: ...; t.seconds``"""
 

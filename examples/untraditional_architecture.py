@@ -17,10 +17,9 @@ nearest-neighbour upsampling (each pixel becomes a 3x3 or 4x4 block, since
 
 import sys
 
-import numpy as np
 from sklearn.model_selection import train_test_split
 
-from _shared import Timer, load_images, parser, plot_accuracy, use_agg_unless_interactive
+from _shared import Timer, load_images, parser, report_training, use_agg_unless_interactive
 from nncore import CNN, LRELU, Adam, CostCrossEntropy, identity, sigmoid, softmax
 
 
@@ -90,14 +89,8 @@ def main(argv=None):
     with Timer() as timer:
         scores = cnn.fit(x_train, y_train, lam=1e-5, batches=10, epochs=epochs, X_val=x_val, t_val=y_val)
 
-    print(f"data: {data_name}; {len(x_train)} training and {len(x_val)} validation images")
-    print(f"trained {epochs} epochs in {timer.seconds:.1f} s "
-          f"({epochs * len(x_train) / timer.seconds:.0f} images/s)")
-    print(f"final training accuracy:   {scores['train_acc'][-1]:.4f}")
-    print(f"validation accuracy: {cnn.score(x_val, y_val):.4f} (best {np.nanmax(scores['val_acc']):.4f} "
-          f"in epoch {int(np.nanargmax(scores['val_acc'])) + 1})")
-    path = plot_accuracy(scores, "Untraditional CNN: accuracy per epoch", data_name, args.out / "untraditional_accuracy.png")
-    print(f"saved {path}")
+    report_training(cnn, scores, len(x_train), x_val, y_val, epochs, timer.seconds, data_name,
+                    "Untraditional CNN: accuracy per epoch", args.out / "untraditional_accuracy.png")
     return 0
 
 
