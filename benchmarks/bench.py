@@ -359,6 +359,7 @@ def _fmt_table(rows, memory):
 def sweep(args):
     """Time per training step and peak memory for B over batch sizes and image sides (fresh processes)."""
     points = [(b, 28) for b in (16, 32, 64, 128, 256, 512, 1024)] + [(128, s) for s in (56, 84, 112)]
+    loads = []
     lines = [
         "| batch | side | nncore ms/step | torch ms/step | nncore img/s | torch img/s | ratio "
         "| nncore peak MiB | torch peak MiB | nncore MiB/img | torch MiB/img |",
@@ -366,9 +367,10 @@ def sweep(args):
     ]
     for batch, side in points:
         n_batches = max(2, min(8, 2048 // batch))
-        res = {lib: measure_in_child(args, lib, "B", batch, side, n_batches, "train", repeats=3)
+        res = {lib: measure_in_child(args, lib, "B", batch, side, n_batches, "train", repeats=4)
                for lib in ("nncore", "torch")}
         step = {lib: min(r["seconds"][1:]) / n_batches for lib, r in res.items()}  # skip the warm-up epoch
+        loads.append(os.getloadavg()[0])
         peak = {lib: r["peak_bytes"] / 2**20 for lib, r in res.items()}
         lines.append(
             f"| {batch} | {side} | {step['nncore'] * 1e3:.1f} | {step['torch'] * 1e3:.1f} "
@@ -376,6 +378,8 @@ def sweep(args):
             f"| {peak['nncore']:.1f} | {peak['torch']:.1f} | {peak['nncore'] / batch:.3f} | {peak['torch'] / batch:.3f} |"
         )
         print(lines[-1], flush=True)
+    lines.append("")
+    lines.append(f"1-min load average after each point: {', '.join(f'{load:.2f}' for load in loads)}")
     return "\n".join(lines)
 
 
@@ -509,7 +513,7 @@ def main(argv=None):
                 "from the built model with its data; glibc default heap."]
     if sweep_table:
         out += ["", "## Scaling sweep, workload B training (fresh process per point, default heap)", "",
-                "ms/step: best of two timed epochs after a warm-up epoch; peak MiB over all three.", "",
+                "ms/step: best of three timed epochs after a warm-up epoch; peak MiB over all four.", "",
                 sweep_table]
     report = "\n".join(out) + "\n"
     print(report)
