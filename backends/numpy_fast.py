@@ -511,10 +511,12 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
     dtype = np.result_type(delta, out, kernel)
     weights = _kernel_matrix(kernel, dtype)
     rows = g.oh * g.ow
-    step = _chunk(g.n, rows * (max(g.k + 1, g.f) + g.f) * dtype.itemsize)
     # Stride 1 with several channels: dx is the correlation of dz with the flipped kernel
     # (one im2col and one product, 2x faster than col2im's strided sums); else col2im.
     transposed = need_input_grad and g.sh == g.sw == 1 and g.c > 1
+    dcols_width = g.kh * g.kw * g.f if transposed else g.k if need_input_grad else 0
+    # One chunk's work arrays (columns, dz, input-gradient columns) stay near COL_CHUNK_BYTES.
+    step = _chunk(g.n, rows * (g.k + 1 + g.f + dcols_width) * dtype.itemsize)
     if transposed:
         tg = _Geometry((g.n, g.f, g.h + g.kh - 1, g.w + g.kw - 1), (g.c, g.f, g.kh, g.kw), (1, 1), ((0, 0), (0, 0)))
         flipped = _kernel_matrix(kernel[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype)  # (kh*kw*f, c)

@@ -420,7 +420,7 @@ def main(argv=None):
                         help="nncore backend; cupy also moves torch to CUDA (untested)")
     parser.add_argument("--reps", type=int, default=7, help="repetitions (at least 5)")
     parser.add_argument("--batches", type=int, default=None,
-                        help="minibatches per repetition (default: 8 for A, 16 for B)")
+                        help="minibatches per repetition (default: 16 for A and B)")
     parser.add_argument("--workloads", default="AB", help="which workloads, e.g. AB or B")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--gap", type=float, default=0.3,
@@ -453,7 +453,7 @@ def main(argv=None):
     runners, images, checks = {}, {}, {}
     for workload in args.workloads:
         batch = WORKLOADS[workload][1]
-        n_batches = args.batches or (8 if workload == "A" else 16)
+        n_batches = args.batches or 16
         ours = NncoreRunner(workload, batch, 28, n_batches, args.backend)
         theirs = TorchRunner(workload, batch, 28, n_batches, args.backend, cnn=build_nncore(workload))
         probe = make_data(16, 28, seed=1)[0]
@@ -474,7 +474,7 @@ def main(argv=None):
     if not args.no_memory:
         for workload in args.workloads:
             batch = WORKLOADS[workload][1]
-            n_batches = args.batches or (8 if workload == "A" else 16)
+            n_batches = args.batches or 16
             for mode in ("train", "infer"):
                 key = "device_peak_bytes" if args.backend == "cupy" else "peak_bytes"
                 memory[(workload, mode)] = {

@@ -1,0 +1,50 @@
+"""Profile nncore alone on a SPEC workload with cProfile (where does the time go?).
+
+    python benchmarks/profile_nncore.py B train            # fit: 2 epochs of 16 batches of 128
+    python benchmarks/profile_nncore.py A infer --top 15   # predict_proba: 3 x 12,000 images
+    python benchmarks/profile_nncore.py B train --generic  # the generic array-API code (fast paths off)
+
+cProfile adds a cost to every Python call, so functions that make many small
+calls look slower than they are; use bench.py for wall-clock figures.
+"""
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workload", choices=("A", "B"))
+    parser.add_argument("mode", choices=("train", "infer"))
+    parser.add_argument("--top", type=int, default=20, help="how many functions to list")
+    parser.add_argument("--generic", action="store_true", help="NNCORE_FAST_PATHS=0")
+    args = parser.parse_args(argv)
+    if args.generic:
+        os.environ["NNCORE_FAST_PATHS"] = "0"
+
+    import bench
+
+    batch = bench.WORKLOADS[args.workload][1]
+    cnn = bench.build_nncore(args.workload)
+    X, t, _ = bench.make_data(batch * 16, 28)
+    cnn.fit(X[:batch], t[:batch], epochs=1, batch_size=batch, verbose=False)  # warm up
+    profiler = cProfile.Profile()
+    profiler.enable()
+    if args.mode == "train":
+        cnn.fit(X, t, epochs=2, batch_size=batch, verbose=False)
+    else:
+        for _ in range(3):
+            cnn.predict_proba(X)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
