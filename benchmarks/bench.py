@@ -446,6 +446,16 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.backend == "cupy":
+        from backends import get_backend
+
+        try:
+            get_backend("cupy")
+        except (ImportError, RuntimeError) as exc:
+            parser.error(f"--backend cupy needs CuPy and a CUDA GPU: {exc}")
+        if not torch.cuda.is_available():
+            parser.error("--backend cupy compares with torch on CUDA, but this torch build sees no GPU "
+                         f"(torch {torch.__version__}); install a CUDA build of torch")
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     command = "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
