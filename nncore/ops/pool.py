@@ -24,7 +24,9 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     """Pool ``x``; return ``(y, argmax)`` where ``argmax`` (max pooling only) is the
     window offset ``i * kw + j`` of the first maximal element of each window.
 
-    ``need_argmax=False`` (inference) skips the offsets and returns ``(y, None)``.
+    ``argmax`` is an integer array: int32 here, int8 from the NumPy fast path
+    (same values). ``need_argmax=False`` (inference) skips the offsets and
+    returns ``(y, None)``.
     """
     xp = namespace(x)
     out_hw = pool_output_shape(x.shape[2:], kernel_hw, stride_hw)
