@@ -5,6 +5,8 @@ written out in the test files next to the tests that use them, so each file
 can be read on its own; the helpers here are only plumbing.
 """
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -49,3 +51,25 @@ def central_difference(f, x, h=1e-6, indices=None):
 def numgrad():
     """:func:`central_difference`, as a fixture."""
     return central_difference
+
+
+@pytest.fixture
+def mnist_idx(tmp_path):
+    """Factory for a folder of tiny MNIST-format IDX files (random 28x28 images;
+    the training files gzipped, the test files not): ``mnist_idx(n_train, n_test)``."""
+
+    def write(n_train=120, n_test=40, seed=0):
+        rng = np.random.default_rng(seed)
+        folder = tmp_path / "mnist"
+        folder.mkdir(parents=True, exist_ok=True)
+        for prefix, n, opener, suffix in (("train", n_train, gzip.open, ".gz"), ("t10k", n_test, open, "")):
+            images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+            labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+            with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
+                f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape))
+                f.write(images.tobytes())
+            with opener(folder / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
+                f.write((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
+        return folder
+
+    return write

@@ -4,7 +4,6 @@ The examples are run in this process (their ``main(argv)``) for speed, with
 matplotlib's Agg backend; one is also run as a script, as a user would.
 """
 
-import gzip
 import os
 import runpy
 import subprocess
@@ -39,21 +38,6 @@ def assert_png(path):
     assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
 
 
-def write_idx(folder, n_train=120, n_test=40, seed=0):
-    """Tiny MNIST-format files (random 28x28 images, gzipped and not) for the MNIST code paths."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n, opener in (("train", n_train, gzip.open), ("t10k", n_test, open)):
-        suffix = ".gz" if opener is gzip.open else ""
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
-            f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape))
-            f.write(images.tobytes())
-        with opener(folder / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
-            f.write((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
-    return folder
-
 
 def test_every_example_is_tested_and_listed_in_the_readme():
     scripts = {p.stem for p in EXAMPLES.glob("*.py") if not p.stem.startswith("_")}
@@ -86,8 +70,8 @@ def test_untraditional_architecture(tmp_path, capsys):
     assert_png(tmp_path / "untraditional_accuracy.png")
 
 
-def test_untraditional_architecture_on_idx_files(tmp_path, capsys):
-    data = write_idx(tmp_path / "mnist", n_train=200, n_test=50)
+def test_untraditional_architecture_on_idx_files(tmp_path, capsys, mnist_idx):
+    data = mnist_idx(n_train=200, n_test=50)
     assert run_example("untraditional_architecture", "--quick", "--out", str(tmp_path), "--data-dir", str(data)) == 0
     assert "MNIST (28x28)" in capsys.readouterr().out
 
@@ -136,8 +120,8 @@ def test_mnist_without_data_says_what_it_needs(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_mnist_on_tiny_idx_files(tmp_path, capsys):
-    data = write_idx(tmp_path / "mnist")
+def test_mnist_on_tiny_idx_files(tmp_path, capsys, mnist_idx):
+    data = mnist_idx()
     assert run_example("mnist", "--quick", "--data-dir", str(data), "--out", str(tmp_path / "out")) == 0
     out = capsys.readouterr().out
     assert "test accuracy: " in out and "NOT reproduced" in out  # random images: nothing to learn

@@ -1,6 +1,5 @@
 """The main job, ``python -m nncore``: output lines, --out files, MNIST from IDX files."""
 
-import gzip
 import re
 import subprocess
 import sys
@@ -13,20 +12,6 @@ from nncore.__main__ import digits_split, main, mnist_cnn, reference_cnn, valida
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def write_idx(folder, n_train, n_test, seed=0):
-    """Tiny MNIST-format files (random 28x28 images; training files gzipped, test files not)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for prefix, n, opener, suffix in (("train", n_train, gzip.open, ".gz"), ("t10k", n_test, open, "")):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        with opener(folder / f"{prefix}-images-idx3-ubyte{suffix}", "wb") as f:
-            f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in images.shape))
-            f.write(images.tobytes())
-        with opener(folder / f"{prefix}-labels-idx1-ubyte{suffix}", "wb") as f:
-            f.write((0x801).to_bytes(4, "big") + n.to_bytes(4, "big") + labels.tobytes())
-    return folder
 
 
 def accuracy_line(out):
@@ -70,8 +55,8 @@ def test_no_validation(tmp_path, capsys):
     assert (tmp_path / "learning_curve.png").is_file()
 
 
-def test_mnist_from_idx_files(tmp_path, capsys):
-    data = write_idx(tmp_path / "mnist", n_train=100, n_test=30)
+def test_mnist_from_idx_files(tmp_path, capsys, mnist_idx):
+    data = mnist_idx(n_train=100, n_test=30)
     assert main(["--data", "mnist", "--data-dir", str(data), "--epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "training on 90 MNIST images (10 held out for validation), testing on 30" in out
