@@ -178,8 +178,7 @@ class CNN:
         """Per-sample output shape of every layer (validates the whole stack, changes nothing)."""
         shapes, shape = [], tuple(sample_shape)
         for layer in self.layers:
-            # A shallow copy: output_shape may cache derived settings (padding) on the layer.
-            shape = tuple(copy.copy(layer).output_shape(shape))
+            shape = tuple(layer.output_shape(shape))
             shapes.append(shape)
         return shapes
 

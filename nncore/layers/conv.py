@@ -88,14 +88,19 @@ class Convolution2DLayer(Layer):
         channels, *hw = input_shape
         if channels != self.input_channels:
             raise ValueError(f"{self.label} expects {self.input_channels} input channels, got {channels}")
-        self.padding = ops.resolve_padding(self.pad, hw, self.kernel_hw, self.stride)
-        padded = [i + sum(p) for i, p in zip(hw, self.padding)]
+        padding = ops.resolve_padding(self.pad, hw, self.kernel_hw, self.stride)
+        padded = [i + sum(p) for i, p in zip(hw, padding)]
         if any(k > p for k, p in zip(self.kernel_hw, padded)):
             raise ValueError(
                 f"{self.label}: kernel {self.kernel_hw[0]}x{self.kernel_hw[1]} is larger than its "
                 f"padded input {padded[0]}x{padded[1]} (input {hw[0]}x{hw[1]}, pad={self.pad!r})"
             )
-        return (self.feature_maps, *ops.conv_output_shape(hw, self.kernel_hw, self.stride, self.padding))
+        return (self.feature_maps, *ops.conv_output_shape(hw, self.kernel_hw, self.stride, padding))
+
+    @property
+    def padding(self):
+        """``((top, bottom), (left, right))`` zero padding for the built input size."""
+        return ops.resolve_padding(self.pad, self.input_shape[1:], self.kernel_hw, self.stride)
 
     def init_params(self, input_shape, rng):
         kh, kw = self.kernel_hw
