@@ -60,12 +60,8 @@ as in ``numpy.reshape``) reads any table as one-row images. When
 from __future__ import annotations
 
 import copy
-import importlib
-import io
 import math
 import numbers
-import pickle
-import types
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -73,7 +69,7 @@ from sklearn.utils import check_array, column_or_1d
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from backends import Backend, backend_of, get_backend, to_numpy
+from backends import backend_of, to_numpy
 
 from . import activations
 from .costs import CostCrossEntropy, CostOLS
@@ -257,21 +253,6 @@ class _CNNEstimator(BaseEstimator):
 
     def _more_tags(self):  # scikit-learn < 1.6
         return {"non_deterministic": self.seed is None}
-
-    def __getstate__(self):
-        # A fitted CNN refers to its array library (a module), which pickle cannot store:
-        # write the model with modules and backends recorded by name.
-        state = super().__getstate__()
-        if "model_" in state:
-            state = dict(state)
-            state["model_"] = _PickledModel(state["model_"])
-        return state
-
-    def __setstate__(self, state):
-        if isinstance(state.get("model_"), _PickledModel):
-            state = dict(state)
-            state["model_"] = state["model_"].load()
-        super().__setstate__(state)
 
 
 class CNNClassifier(ClassifierMixin, _CNNEstimator):
@@ -466,29 +447,3 @@ def _image_shape(image_shape, features, name):
         raise ValueError(f"{name}: X has {features} features per sample, but image_shape={tuple(image_shape)} "
                          f"needs {math.prod(shape)}")
     return shape
-
-
-class _ModelPickler(pickle.Pickler):
-    """Pickles a CNN, writing array-library modules and backends as their names."""
-
-    def reducer_override(self, obj):
-        if isinstance(obj, Backend):
-            device = obj.device
-            if obj.name == "cupy":
-                device = getattr(device, "id", device)
-            return get_backend, (obj.name, device)
-        if isinstance(obj, types.ModuleType):
-            return importlib.import_module, (obj.__name__,)
-        return NotImplemented
-
-
-class _PickledModel:
-    """A CNN as pickle bytes (see :class:`_ModelPickler`); ``load()`` rebuilds it."""
-
-    def __init__(self, model):
-        buffer = io.BytesIO()
-        _ModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(model)
-        self.data = buffer.getvalue()
-
-    def load(self):
-        return pickle.loads(self.data)
