@@ -70,12 +70,7 @@ class Backend:
 
     def dtype(self, dtype):
         """The namespace's floating dtype for ``dtype`` (a name, or a dtype of any library)."""
-        name = dtype if isinstance(dtype, str) else str(dtype).rsplit(".", 1)[-1]
-        if name not in FLOAT_DTYPES:
-            try:
-                name = np.dtype(dtype).name
-            except TypeError:
-                pass
+        name = dtype_name(dtype)
         if name not in FLOAT_DTYPES:
             raise ValueError(f"dtype must be one of {FLOAT_DTYPES}, got {dtype!r}")
         return getattr(self.xp, name)
@@ -97,6 +92,14 @@ class Backend:
         # Modules cannot be pickled or deep-copied; a backend is rebuilt from its name and device.
         device = self.device.id if self.name == "cupy" else None if self.device is None else _device_name(self.device)
         return get_backend, (self.name, device)
+
+
+def dtype_name(dtype) -> str:
+    """The name (``"float32"``, ``"int64"``, ...) of a dtype of any library, or of a dtype name."""
+    try:
+        return np.dtype(dtype).name
+    except TypeError:  # array_api_strict's dtypes print as "array_api_strict.float32"
+        return str(dtype).rsplit(".", 1)[-1]
 
 
 def get_backend(name=None, device=None) -> Backend:

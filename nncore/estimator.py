@@ -59,7 +59,6 @@ as in ``numpy.reshape``) reads any table as one-row images. When
 
 from __future__ import annotations
 
-import copy
 import math
 import numbers
 
@@ -181,8 +180,7 @@ class _CNNEstimator(BaseEstimator):
                                 or not math.isfinite(eta) or eta <= 0):
             raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
         if isinstance(self.scheduler, Scheduler):
-            scheduler = copy.deepcopy(self.scheduler)
-            scheduler.reset()
+            scheduler = self.scheduler.fresh()
             if eta is not None:
                 scheduler.eta = float(eta)
             return scheduler

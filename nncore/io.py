@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from backends import get_backend, to_numpy
+from backends import dtype_name, get_backend, to_numpy
 
 from . import activations, costs, schedulers
 from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
@@ -180,7 +180,7 @@ def _serialise(model):
         "format_version": FORMAT_VERSION,
         "nncore_version": __version__,
         "saved_from_backend": model.backend.name,
-        "dtype": _dtype_name(model.dtype),
+        "dtype": dtype_name(model.dtype),
         "seed": seed,
         "cost_func": cost,
         "scheduler": _scheduler_json(model.scheduler, "the CNN"),
@@ -254,12 +254,6 @@ def _rng_json(rng):
                                                "inc": int(state["state"]["inc"])},
             "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
 
-
-def _dtype_name(dtype):
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return str(dtype).rsplit(".", 1)[-1]
 
 
 def _atomic_savez(path, members):

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 from tqdm.auto import tqdm
 
-from backends import backend_of, get_backend
+from backends import backend_of, dtype_name, get_backend
 
 from . import activations, costs
 from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
@@ -574,7 +574,7 @@ class CNN:
             return "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
 
         rule = sum(widths) + 6
-        lines = [f"CNN: backend {self.backend.name}, dtype {_dtype_name(self.dtype)}, "
+        lines = [f"CNN: backend {self.backend.name}, dtype {dtype_name(self.dtype)}, "
                  f"input shape {(None, *input_shape)}", "_" * rule, line(header), "=" * rule]
         lines += [line(row) for row in rows]
         complete = isinstance(self.layers[-1], OutputLayer)
@@ -587,19 +587,12 @@ class CNN:
         return text
 
     def __repr__(self):
-        return f"CNN({len(self.layers)} layers, backend={self.backend.name!r}, dtype={_dtype_name(self.dtype)!r})"
+        return f"CNN({len(self.layers)} layers, backend={self.backend.name!r}, dtype={dtype_name(self.dtype)!r})"
 
 
 _ADD_NAMES = {Convolution2DLayer: "Convolution2DLayer", Pooling2DLayer: "PoolingLayer",
               FullyConnectedLayer: "FullyConnectedLayer", OutputLayer: "OutputLayer"}
 
-
-def _dtype_name(dtype):
-    """``"float32"``/``"float64"`` for a dtype of any library."""
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        return str(dtype).rsplit(".", 1)[-1]
 
 
 def _eta_of(scheduler):
