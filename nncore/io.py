@@ -255,7 +255,6 @@ def _rng_json(rng):
             "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
 
 
-
 def _atomic_savez(path, members):
     """``np.savez`` to a temporary file in ``path``'s folder, fsync, then ``os.replace`` it over ``path``."""
     folder = path.parent if str(path.parent) else Path(".")

@@ -594,7 +594,6 @@ _ADD_NAMES = {Convolution2DLayer: "Convolution2DLayer", Pooling2DLayer: "Pooling
               FullyConnectedLayer: "FullyConnectedLayer", OutputLayer: "OutputLayer"}
 
 
-
 def _eta_of(scheduler):
     eta = getattr(scheduler, "eta", None)
     return f"eta={eta!r}" if eta is not None else "the current eta"
