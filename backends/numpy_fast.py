@@ -1,4 +1,4 @@
-"""NumPy-only fast paths for the generic ops in :mod:`nncore.ops`.
+"""CPU fast paths for the generic ops in :mod:`nncore.ops`, for NumPy arrays.
 
 :func:`backends.fast_path` returns these functions, and only for real
 ``numpy.ndarray`` arguments, so array_api_strict and CuPy always run the
@@ -20,6 +20,10 @@ Where the time goes and what is done about it (profiles in benchmarks/README.md)
   inside the product (and gives ``dbias`` for free backward). The input
   gradient at stride 1 is the correlation of ``dz`` with the flipped kernel
   (one more im2col + product), about 2x faster than col2im's strided sums.
+* **No columns for one map.** A convolution of one input channel into one map
+  (workload A) is bound by building its columns, not by its product; it is
+  computed as shifted sums on the flat padded images instead, one BLAS
+  ``axpy`` pass per kernel offset (:func:`_direct_forward`).
 * **Bounded memory.** Columns exist for one chunk of samples at a time (about
   ``COL_CHUNK_BYTES``) and are built again in the backward pass instead of
   being stored: memory grows with the batch only through the activations.
@@ -34,18 +38,22 @@ Where the time goes and what is done about it (profiles in benchmarks/README.md)
 * **Threads: opt-in.** ``NNCORE_NUM_THREADS=N`` splits the samples of each op
   between N threads (BLAS held to one thread each). On the 2-core reference
   machine one thread whose products use both cores through BLAS was faster,
-  so the default is 1.
+  so the default is 1. One more reason, measured there: OpenBLAS's idle
+  workers spin for a while after each call, and a thread of nncore's own
+  that starts meanwhile runs up to 2x slower (a 2-thread direct convolution
+  was 1.4x faster alone, 1.2x slower between the dense layers' products).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 #: Target size of the work arrays of one chunk of samples (columns, products; bytes).
 #: 4 MiB keeps a chunk in the 32 MiB L3 cache while leaving few enough chunks that
@@ -98,6 +106,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _blas_controllers():
+    """threadpoolctl controllers of the BLAS libraries loaded now (NumPy's, SciPy's, ...)."""
     global _blas
     if _blas is None:
         try:
@@ -107,6 +116,39 @@ def _blas_controllers():
         except Exception:  # threadpoolctl missing or unable to inspect: leave BLAS alone
             _blas = []
     return _blas
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Hold every BLAS library to one thread inside the block (restored after it)."""
+    saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+    try:
+        for lib, count in saved:
+            if count != 1:
+                lib.set_num_threads(1)
+        yield
+    finally:
+        for lib, count in saved:
+            if count != 1:
+                lib.set_num_threads(count)
+
+
+_axpy = None
+
+
+def _axpy_for(dtype):
+    """SciPy's BLAS ``axpy`` for ``dtype`` (``y += a * x[off:off + n]`` in one pass, in place),
+    or ``None`` (no SciPy, or another dtype)."""
+    global _axpy, _blas
+    if _axpy is None:
+        try:
+            from scipy.linalg import blas
+        except ImportError:
+            _axpy = {}
+        else:
+            _axpy = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
+            _blas = None  # SciPy's BLAS may have just been loaded: list the libraries again
+    return _axpy.get(np.dtype(dtype))
 
 
 _local = threading.local()
@@ -217,21 +259,15 @@ def _run(fn, ranges):
     """``[fn(lo, hi) for (lo, hi) in ranges]``, the ranges on parallel threads."""
     if len(ranges) == 1 or not _region.acquire(blocking=False):
         return [fn(lo, hi) for lo, hi in ranges]  # one range, or another parallel region is running
-    saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
     try:
-        for lib, count in saved:
-            if count != 1:
-                lib.set_num_threads(1)
-        futures = [_executor().submit(fn, lo, hi) for lo, hi in ranges[1:]]
-        try:
-            first = fn(*ranges[0])
-        finally:
-            rest = [future.result() for future in futures]
-        return [first, *rest]
+        with _single_threaded_blas():
+            futures = [_executor().submit(fn, lo, hi) for lo, hi in ranges[1:]]
+            try:
+                first = fn(*ranges[0])
+            finally:
+                rest = [future.result() for future in futures]
+            return [first, *rest]
     finally:
-        for lib, count in saved:
-            if count != 1:
-                lib.set_num_threads(count)
         _region.release()
 
 
@@ -362,14 +398,17 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     Per chunk of samples: padding, columns with a ones column, ONE product that
     also adds the bias, the activation in place. Training keeps the padded input
     for the backward pass; inference pads chunk by chunk into a scratch array.
-    One input channel, one or two output maps, stride 1: the "wide" route
-    (:func:`_wide_forward`).
+    One input channel at stride 1: one output map by shifted sums
+    (:func:`_direct_forward`), two by the "wide" route (:func:`_wide_forward`).
     """
     g = _Geometry(x.shape, kernel.shape, stride, padding)
     dtype = np.result_type(x, kernel, bias)
     x = x.astype(dtype, copy=False)
-    weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
     out = _fresh((g.n, g.oh, g.ow, g.f), dtype)
+    if g.c == 1 and g.f == 1 and g.sh == g.sw == 1:
+        xpad = _direct_forward(x, kernel.astype(dtype), bias.astype(dtype), out, g, act, slope, training)
+        return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
+    weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
     if g.c == 1 and g.f <= 2 and g.sh == g.sw == 1:
         # Few output maps: the wide route's extra columns cost less than the copies it saves
         # (measured: 1.3x faster for f=1, even at f=2, slower from f=4 on).
@@ -404,22 +443,108 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     return out.transpose(0, 3, 1, 2), cache
 
 
+class _FlatImages:
+    """Padded one-channel images stored flat, for the stride-1 routes of one input channel.
+
+    Each padded ``(hp, wp)`` image is a row of ``length = hp*wp + kw - 1`` values
+    (the ``kw - 1`` trailing zeros keep the last window inside the row). In this
+    layout the input under kernel offset ``(i, j)`` for ALL outputs of an image is
+    ONE contiguous slice starting at ``i*wp + j`` of length ``span = oh*wp``: "wide"
+    output rows of ``wp`` values, of which the first ``ow`` are real.
+    """
+
+    def __init__(self, g, dtype, training):
+        (top, bottom), (left, right) = g.padding
+        self.g, self.hp, self.wp = g, g.h + top + bottom, g.w + left + right
+        self.length, self.span = self.hp * self.wp + g.kw - 1, g.oh * self.wp
+        # Training keeps every padded image for the backward pass; inference pads into scratch.
+        self.storage = _fresh((g.n, self.length), dtype) if training else None
+
+    def fill(self, x, start, stop):
+        """The ``(stop - start, length)`` flat padded images of samples ``start:stop`` of ``x``."""
+        size = stop - start
+        if self.storage is not None:
+            flat = self.storage[start:stop]
+        else:
+            flat = _scratch("flat", (size, self.length), x.dtype)
+        (top, _), (left, _) = self.g.padding
+        # Zeroing it all and copying the inside is faster than zeroing the border's short runs.
+        flat.fill(0)
+        images = flat[:, : self.hp * self.wp].reshape(size, self.hp, self.wp)
+        images[:, top : top + self.g.h, left : left + self.g.w] = x[start:stop, 0]
+        return flat
+
+    def real(self, wide, size, per_image):
+        """The ``(size, oh, ow)`` real outputs of ``wide`` values, ``per_image`` apart."""
+        item = wide.itemsize
+        return as_strided(wide, (size, self.g.oh, self.g.ow), (per_image * item, self.wp * item, item))
+
+    def padded(self):
+        """The kept padded input as a ``(n, hp, wp, 1)`` view (the backward pass's ``xpad``), or ``None``."""
+        if self.storage is None:
+            return None
+        return self.storage[:, : self.hp * self.wp].reshape(self.g.n, self.hp, self.wp, 1)
+
+
+def _direct_forward(x, kernel, bias, out, g, act, slope, training):
+    """Forward pass for one input channel, one output map and stride 1, as shifted sums.
+
+    With one output map a product with the columns does two flops per value it
+    reads, so the im2col routes are bound by building the columns. Here the
+    columns are never built: on the flat padded images of a chunk, laid end to
+    end (:class:`_FlatImages`), the input under kernel offset ``(i, j)`` is one
+    contiguous slice, and the wide output is ``sum_ij w_ij * slice_ij`` (the values
+    between images are computed and dropped). Each term is one BLAS ``axpy`` pass
+    on one thread (SciPy's; NumPy needs a product and a sum), then the real
+    outputs are kept and get the bias and activation.
+    Returns the padded input for the backward pass when training, else ``None``.
+    """
+    flat = _FlatImages(g, out.dtype, training)
+    taps = [(i * flat.wp + j, kernel[0, 0, i, j]) for i in range(g.kh) for j in range(g.kw)]
+    axpy = _axpy_for(out.dtype)
+    step = _chunk(g.n, 2 * flat.length * out.dtype.itemsize)  # the images and the sum
+
+    def work(lo, hi):
+        for start in range(lo, hi, step):
+            stop = min(start + step, hi)
+            size = stop - start
+            images = flat.fill(x, start, stop).reshape(-1)
+            count = (size - 1) * flat.length + flat.span  # to the last real output of the chunk
+            total = _scratch("sum", count, out.dtype)
+            offset, weight = taps[0]
+            np.multiply(images[offset : offset + count], weight, out=total)
+            for offset, weight in taps[1:]:
+                if axpy is not None and weight != 0:  # BLAS skips a zero weight: 0 * inf would vanish
+                    axpy(images, total, n=count, a=weight, offx=offset)
+                else:
+                    total += images[offset : offset + count] * weight
+            # Keep the real outputs first: the bias and activation then run on fewer values,
+            # in contiguous loops (ufuncs over strided rows of ow values are slow).
+            z = out[start:stop, :, :, 0]
+            np.copyto(z, flat.real(total, size, flat.length))
+            np.add(z, bias[0], out=z)
+            _activate_into(z, act, slope, z)
+
+    # One BLAS thread: a threaded axpy on these sizes was slower here (its idle workers
+    # spin against NumPy's BLAS workers).
+    with _single_threaded_blas():
+        _run(work, _ranges(g.n, step, elements=out.size + x.size))
+    return flat.padded()
+
+
 def _wide_forward(x, weights, out, g, act, slope, training):
     """Forward pass for one input channel and stride 1, computed on "wide" rows.
 
-    Each padded image is stored flat (``hp*wp`` values plus ``kw - 1`` zeros), so
-    the input under kernel offset ``(i, j)`` for ALL outputs is ONE contiguous
-    slice starting at ``i*wp + j``: the columns are 9 long copies instead of
-    9*oh short ones. The product then computes ``wp`` instead of ``ow`` values per
-    output row; only the ``ow`` real ones are copied into ``out``.
+    The columns are the ``kh*kw`` slices of the flat padded images
+    (:class:`_FlatImages`): long copies instead of ``kh*kw*oh`` short ones. The
+    product then computes ``wp`` instead of ``ow`` values per output row; only
+    the ``ow`` real ones are copied into ``out``.
     Returns the padded input as a ``(n, hp, wp, 1)`` view (for the backward pass)
     when training, else ``None``.
     """
-    (top, bottom), (left, right) = g.padding
-    hp, wp = g.h + top + bottom, g.w + left + right
-    length, span = hp * wp + g.kw - 1, g.oh * wp
+    flat = _FlatImages(g, out.dtype, training)
+    wp, span = flat.wp, flat.span
     dtype = out.dtype
-    storage = _fresh((g.n, length), dtype) if training else None
     step = _chunk(g.n, span * (g.k + 1 + 2 * g.f) * dtype.itemsize)
 
     def work(lo, hi):
@@ -427,17 +552,15 @@ def _wide_forward(x, weights, out, g, act, slope, training):
         taps = _scratch("cols", (g.k + 1) * m * span, dtype)
         wide = _scratch("wide", m * span * g.f, dtype)
         for start in range(lo, hi, step):
-            size = stop = min(start + step, hi)
+            stop = min(start + step, hi)
             size = stop - start
-            flat = storage[start:stop] if storage is not None else _scratch("flat", (size, length), dtype)
-            flat[:, hp * wp :] = 0
-            _pad_into(flat[:, : hp * wp].reshape(size, hp, wp, 1), x[start:stop], g.padding)
+            images = flat.fill(x, start, stop)
             cols = taps[: (g.k + 1) * size * span].reshape(g.k + 1, size, span)
             cols[g.k] = 1
             for i in range(g.kh):
                 for j in range(g.kw):
                     offset = i * wp + j
-                    cols[i * g.kw + j] = flat[:, offset : offset + span]
+                    cols[i * g.kw + j] = images[:, offset : offset + span]
             z = wide[: size * span * g.f].reshape(size * span, g.f)
             np.matmul(cols.reshape(g.k + 1, size * span).T, weights, out=z)
             # The activation runs on the contiguous wide rows (long loops; the extra columns
@@ -446,9 +569,7 @@ def _wide_forward(x, weights, out, g, act, slope, training):
             np.copyto(out[start:stop], z.reshape(size, g.oh, wp, g.f)[:, :, : g.ow, :])
 
     _run(work, _ranges(g.n, step, elements=out.size + x.size))
-    if storage is None:
-        return None
-    return storage[:, : hp * wp].reshape(g.n, hp, wp, 1)
+    return flat.padded()
 
 
 class ConvCache:

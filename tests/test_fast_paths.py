@@ -172,6 +172,13 @@ CONV_CASES = [
     (5, 2, 6, 6, 3, 1, 1, (1, 1), 0),
     (2, 3, 5, 6, 2, 2, 3, (1, 1), (3, 4)),  # padding wider than the kernel
     (2, 3, 6, 5, 4, 4, 2, (1, 1), "same"),  # even kernel: the odd padding row at the bottom
+    # One channel, one map, stride 1: the direct route (shifted sums on flat images).
+    (3, 1, 9, 7, 1, 2, 4, (1, 1), (1, 2)),
+    (2, 1, 6, 6, 1, 5, 5, (1, 1), "same"),
+    (2, 1, 5, 6, 1, 3, 3, (1, 1), "valid"),
+    (2, 1, 5, 6, 1, 2, 3, (1, 1), (3, 4)),
+    (3, 1, 4, 5, 1, 1, 1, (1, 1), 0),
+    (2, 1, 4, 4, 1, 4, 4, (1, 1), "valid"),  # kernel as large as the image: one output
 ]
 
 
@@ -226,6 +233,40 @@ def test_conv_act_channels_last_input_and_float64():
     for got, want in zip(ops.conv2d_act_backward(delta, cache, kernel, (1, 1), padding, "relu"),
                          ops.conv2d_act_backward.generic(delta, cache0, kernel, (1, 1), padding, "relu")):
         close(got, want, np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("blas_axpy", [True, False])
+def test_direct_route_zero_weights_keep_inf_and_nan(dtype, blas_axpy, monkeypatch):
+    # BLAS axpy skips a zero weight, which would drop 0 * inf = NaN; the direct route
+    # (one channel, one map) must give the generic op's NaN there, with or without SciPy.
+    if not blas_axpy:
+        monkeypatch.setattr(numpy_fast, "_axpy", {})
+    x = RNG.standard_normal((3, 1, 7, 8)).astype(dtype)
+    x[0, 0, 3, 4], x[2, 0, 0, 0] = np.inf, np.nan
+    kernel = RNG.standard_normal((1, 1, 3, 3)).astype(dtype)
+    kernel[0, 0, 1, 1] = kernel[0, 0, 0, 2] = 0
+    bias = RNG.standard_normal(1).astype(dtype)
+    padding = ops.resolve_padding("same", (7, 8), (3, 3), (1, 1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        out, _ = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, training=True)
+        out0, _ = ops.conv2d_act_forward.generic(x, kernel, bias, (1, 1), padding, training=True)
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(out0))
+    np.testing.assert_array_equal(np.isposinf(out), np.isposinf(out0))
+    finite = np.isfinite(out0)
+    close(out[finite], out0[finite], dtype)
+
+
+def test_direct_route_restores_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = RNG.standard_normal((4, 1, 6, 6)).astype(np.float32)
+    kernel = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
+    ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)  # loads SciPy's BLAS
+    before = [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()]
+    ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)
+    assert [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()] == before
 
 
 def test_conv_layer_fast_and_generic_agree_for_unfused_activations():
