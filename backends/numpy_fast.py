@@ -493,10 +493,10 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
     reads, so the im2col routes are bound by building the columns. Here the
     columns are never built: on the flat padded images of a chunk, laid end to
     end (:class:`_FlatImages`), the input under kernel offset ``(i, j)`` is one
-    contiguous slice, and the wide output is ``sum_ij w_ij * slice_ij`` (the values
-    between images are computed and dropped). Each term is one BLAS ``axpy`` pass
-    on one thread (SciPy's; NumPy needs a product and a sum), then the real
-    outputs are kept and get the bias and activation.
+    contiguous slice, and the wide output is ``bias + sum_ij w_ij * slice_ij`` (the
+    values between images are computed and dropped). Each term is one BLAS
+    ``axpy`` pass on one thread (SciPy's; NumPy needs a product and a sum), then
+    the real outputs are kept and activated.
     Returns the padded input for the backward pass when training, else ``None``.
     """
     flat = _FlatImages(g, out.dtype, training)
@@ -511,18 +511,16 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
             images = flat.fill(x, start, stop).reshape(-1)
             count = (size - 1) * flat.length + flat.span  # to the last real output of the chunk
             total = _scratch("sum", count, out.dtype)
-            offset, weight = taps[0]
-            np.multiply(images[offset : offset + count], weight, out=total)
-            for offset, weight in taps[1:]:
+            total.fill(bias[0])
+            for offset, weight in taps:
                 if axpy is not None and weight != 0:  # BLAS skips a zero weight: 0 * inf would vanish
                     axpy(images, total, n=count, a=weight, offx=offset)
                 else:
                     total += images[offset : offset + count] * weight
-            # Keep the real outputs first: the bias and activation then run on fewer values,
-            # in contiguous loops (ufuncs over strided rows of ow values are slow).
+            # Keep the real outputs, then activate them in a contiguous loop (ufuncs over
+            # strided rows of ow values are slow).
             z = out[start:stop, :, :, 0]
             np.copyto(z, flat.real(total, size, flat.length))
-            np.add(z, bias[0], out=z)
             _activate_into(z, act, slope, z)
 
     # One BLAS thread: a threaded axpy on these sizes was slower here (its idle workers
