@@ -3,6 +3,7 @@
     python benchmarks/profile_nncore.py B train            # fit: 2 epochs of 16 batches of 128
     python benchmarks/profile_nncore.py A infer --top 15   # predict_proba: 3 x 12,000 images
     python benchmarks/profile_nncore.py B train --generic  # the generic array-API code (fast paths off)
+    python benchmarks/profile_nncore.py A infer --layers   # wall clock per layer, no cProfile
 
 cProfile adds a cost to every Python call, so functions that make many small
 calls look slower than they are; use bench.py for wall-clock figures.
@@ -24,6 +25,8 @@ def main(argv=None):
     parser.add_argument("mode", choices=("train", "infer"))
     parser.add_argument("--top", type=int, default=20, help="how many functions to list")
     parser.add_argument("--generic", action="store_true", help="NNCORE_FAST_PATHS=0")
+    parser.add_argument("--layers", action="store_true",
+                        help="wall clock per layer instead of cProfile (inference only)")
     args = parser.parse_args(argv)
     if args.generic:
         os.environ["NNCORE_FAST_PATHS"] = "0"
@@ -34,6 +37,10 @@ def main(argv=None):
     cnn = bench.build_nncore(args.workload)
     X, t, _ = bench.make_data(batch * 16, 28)
     cnn.fit(X[:batch], t[:batch], epochs=1, batch_size=batch, verbose=False)  # warm up
+    if args.layers:
+        if args.mode != "infer":
+            parser.error("--layers times inference only")
+        return layer_times(cnn, X)
     profiler = cProfile.Profile()
     profiler.enable()
     if args.mode == "train":
@@ -43,6 +50,33 @@ def main(argv=None):
             cnn.predict_proba(X)
     profiler.disable()
     pstats.Stats(profiler).sort_stats("tottime").print_stats(args.top)
+    return 0
+
+
+def layer_times(cnn, X, passes=20, chunk=1024):
+    """Median wall-clock ms per ``chunk`` images of each step of ``predict_proba``'s loop."""
+    import statistics
+    import time
+
+    names = ["input check"] + [layer.label for layer in cnn.layers]
+    seconds = {name: [] for name in names + ["whole pass"]}
+    for _ in range(passes + 2):  # the first two passes warm up
+        spent = dict.fromkeys(names, 0.0)
+        begin = time.perf_counter()
+        for start in range(0, X.shape[0], chunk):
+            tick = time.perf_counter()
+            a = cnn._inputs(X[start : start + chunk], method="predict")
+            spent["input check"] += time.perf_counter() - tick
+            for layer in cnn.layers:
+                tick = time.perf_counter()
+                a = layer.forward(a)
+                spent[layer.label] += time.perf_counter() - tick
+        spent["whole pass"] = time.perf_counter() - begin
+        for name, value in spent.items():
+            seconds[name].append(value)
+    per_chunk = 1e3 * chunk / X.shape[0]
+    for name, values in seconds.items():
+        print(f"{name:>40}: {statistics.median(values[2:]) * per_chunk:7.3f} ms per {chunk} images")
     return 0
 
 
