@@ -120,7 +120,12 @@ def _blas_controllers():
 
 @contextlib.contextmanager
 def _single_threaded_blas():
-    """Hold every BLAS library to one thread inside the block (restored after it)."""
+    """Hold every BLAS library to one thread inside the block (restored after it).
+
+    The count is process-wide: a block entered while another runs finds one thread,
+    leaves it, and the first block's exit restores the count (so the later block may
+    finish with BLAS's threads back; the numbers are the same either way).
+    """
     saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
     try:
         for lib, count in saved:

@@ -7,6 +7,7 @@ must never pick a fast path for array_api_strict (or any non-NumPy) arrays.
 """
 
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -266,6 +267,36 @@ def test_direct_route_restores_blas_threads():
     ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)  # loads SciPy's BLAS
     before = [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()]
     ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)
+    assert [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()] == before
+
+
+def test_concurrent_direct_routes_restore_blas_threads():
+    # The BLAS thread count is process-wide: overlapping holds from several threads
+    # give the right numbers and leave it as it was.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = RNG.standard_normal((256, 1, 28, 28)).astype(np.float32)
+    kernel = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    padding = ops.resolve_padding("same", (28, 28), (3, 3), (1, 1))
+    bias = np.zeros(1, np.float32)
+    ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding)  # loads SciPy's BLAS
+    before = [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()]
+    want, _ = ops.conv2d_act_forward.generic(x, kernel, bias, (1, 1), padding)
+    errors = []
+
+    def run():
+        try:
+            for _ in range(20):
+                got, _ = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding)
+                close(got, want)
+        except Exception as exc:  # reported below: an assert in a thread would be lost
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors
     assert [(info["filepath"], info["num_threads"]) for info in threadpoolctl.threadpool_info()] == before
 
 
