@@ -36,16 +36,34 @@ def softmax(X):
     return e / xp.sum(e, axis=-1, keepdims=True)
 
 
+def leaky_relu(X, slope):
+    """``z`` where ``z > 0``, else ``slope * z``; ``slope=0`` gives exact zeros (also for ``-inf``).
+
+    The one formula behind :func:`RELU` and :func:`LRELU`, and behind the
+    activations that the convolution op applies itself (``nncore.ops``).
+    """
+    xp = namespace(X)
+    return xp.where(X > 0, X, slope * X if slope else xp.zeros_like(X))
+
+
+def leaky_relu_derivative(X, slope):
+    """``d leaky_relu / dz``: 1 where ``z > 0``, else ``slope``.
+
+    For ``0 <= slope``, ``z > 0`` exactly where ``leaky_relu(z) > 0``, so ``X`` may
+    also be the activation's output.
+    """
+    xp = namespace(X)
+    return xp.where(X > 0, xp.ones_like(X), xp.full_like(X, slope))
+
+
 def RELU(X):
     """Rectified linear unit ``max(z, 0)``."""
-    xp = namespace(X)
-    return xp.where(X > 0, X, xp.zeros_like(X))
+    return leaky_relu(X, 0)
 
 
 def LRELU(X):
     """Leaky ReLU with slope ``1e-3`` for negative ``z`` (as in the course)."""
-    xp = namespace(X)
-    return xp.where(X > 0, X, LRELU_SLOPE * X)
+    return leaky_relu(X, LRELU_SLOPE)
 
 
 def _d_identity(X):
@@ -69,13 +87,11 @@ def _d_softmax(X):
 
 
 def _d_relu(X):
-    xp = namespace(X)
-    return xp.astype(X > 0, X.dtype)
+    return leaky_relu_derivative(X, 0)
 
 
 def _d_lrelu(X):
-    xp = namespace(X)
-    return xp.where(X > 0, xp.ones_like(X), xp.full_like(X, LRELU_SLOPE))
+    return leaky_relu_derivative(X, LRELU_SLOPE)
 
 
 _DERIVATIVES = {

@@ -14,6 +14,7 @@ Shapes: ``x (n, c, h, w)``, ``kernel (f, c, kh, kw)``, ``bias (f,)``,
 from array_api_compat import device
 
 from .._array import namespace
+from ..activations import leaky_relu, leaky_relu_derivative
 from ._dispatch import overridable
 from .im2col import _window, col2im, im2col
 from .padding import conv_output_shape, pad2d, unpad2d
@@ -56,22 +57,14 @@ def conv2d_backward(dz, col, kernel, input_hw, stride, padding, need_input_grad=
     return unpad2d(dx, padding), dkernel, dbias
 
 
-def _activate(xp, act, slope, z):
-    """``act(z)`` with the formulas of :mod:`nncore.activations` (RELU, LRELU, identity)."""
-    if act == "relu":
-        return xp.where(z > 0, z, xp.zeros_like(z))
-    if act == "lrelu":
-        return xp.where(z > 0, z, slope * z)
-    return z
+def _activate(act, slope, z):
+    """``act(z)``: RELU is the leaky ReLU of slope 0."""
+    return z if act == "identity" else leaky_relu(z, slope if act == "lrelu" else 0)
 
 
-def _activation_grad(xp, act, slope, out, delta):
-    """``dL/dz`` from ``dL/dout``; for RELU and LRELU (slope > 0), ``z > 0`` exactly where ``out > 0``."""
-    if act == "relu":
-        return delta * xp.astype(out > 0, delta.dtype)
-    if act == "lrelu":
-        return delta * xp.where(out > 0, xp.ones_like(out), xp.full_like(out, slope))
-    return delta
+def _activation_grad(act, slope, out, delta):
+    """``dL/dz`` from ``dL/dout``, taken from the output (``z > 0`` exactly where ``out > 0``)."""
+    return delta if act == "identity" else delta * leaky_relu_derivative(out, slope if act == "lrelu" else 0)
 
 
 def _check_act(act, slope):
@@ -94,7 +87,7 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     """
     _check_act(act, slope)
     z, col = conv2d_forward(x, kernel, bias, stride, padding)
-    out = _activate(namespace(z), act, slope, z)
+    out = _activate(act, slope, z)
     return out, ((tuple(x.shape), col, out) if training else None)
 
 
@@ -113,7 +106,7 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
 
 def _conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
     shape, col, out = cache
-    dz = _activation_grad(namespace(delta), act, slope, out, delta)
+    dz = _activation_grad(act, slope, out, delta)
     return conv2d_backward(dz, col, kernel, shape[2:], stride, padding, need_input_grad)
 
 
