@@ -122,9 +122,11 @@ def _blas_controllers():
 def _single_threaded_blas():
     """Hold every BLAS library to one thread inside the block (restored after it).
 
-    The count is process-wide: a block entered while another runs finds one thread,
-    leaves it, and the first block's exit restores the count (so the later block may
-    finish with BLAS's threads back; the numbers are the same either way).
+    The count is process-wide: products that other Python threads run meanwhile
+    run on one thread too, and a block entered while another runs finds one
+    thread, leaves it, and the first block's exit restores the count (so the
+    later block may finish with BLAS's threads back). Numbers are the same either
+    way; only the speed changes.
     """
     saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
     try:
@@ -252,6 +254,8 @@ def release_memory():
 
 def _ranges(n, step, min_elements=None, elements=None):
     """Contiguous ``(lo, hi)`` sample ranges, one per thread, made of whole chunks of ``step``."""
+    if n == 0:
+        return [(0, 0)]
     chunks = -(-n // step)
     workers = max(1, min(WORKERS, chunks))
     if elements is not None and elements < (min_elements or PARALLEL_MIN_ELEMENTS):
@@ -416,7 +420,8 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     weights = _kernel_matrix(kernel, dtype, bias.astype(dtype, copy=False))
     if g.c == 1 and g.f <= 2 and g.sh == g.sw == 1:
         # Few output maps: the wide route's extra columns cost less than the copies it saves
-        # (measured: 1.3x faster for f=1, even at f=2, slower from f=4 on).
+        # (measured: 1.3x faster than im2col for f=1, even at f=2, slower from f=4 on;
+        # f=1 now takes the direct route above).
         xpad = _wide_forward(x, weights, out, g, act, slope, training)
         return out.transpose(0, 3, 1, 2), (ConvCache(xpad, out, g) if training else None)
     padded_shape = (g.h + sum(padding[0]), g.w + sum(padding[1]), g.c)
@@ -498,10 +503,14 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
     reads, so the im2col routes are bound by building the columns. Here the
     columns are never built: on the flat padded images of a chunk, laid end to
     end (:class:`_FlatImages`), the input under kernel offset ``(i, j)`` is one
-    contiguous slice, and the wide output is ``bias + sum_ij w_ij * slice_ij`` (the
-    values between images are computed and dropped). Each term is one BLAS
-    ``axpy`` pass on one thread (SciPy's; NumPy needs a product and a sum), then
-    the real outputs are kept and activated.
+    contiguous slice, and the wide output is ``sum_ij w_ij * slice_ij`` (the values
+    between images are computed and dropped). Each term after the first is one
+    BLAS ``axpy`` pass (SciPy's; NumPy needs a product and a sum), then the real
+    outputs are kept and get the bias and the activation.
+    BLAS is held to one thread meanwhile (:func:`_single_threaded_blas`: a
+    threaded axpy was 2-3x slower inside a network, its idle workers spinning
+    against NumPy's). SciPy's axpy keeps the GIL, so ``NNCORE_NUM_THREADS`` > 1
+    parallelises only the padding, copies and activation of this route.
     Returns the padded input for the backward pass when training, else ``None``.
     """
     flat = _FlatImages(g, out.dtype, training)
@@ -516,27 +525,28 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
             images = flat.fill(x, start, stop).reshape(-1)
             count = (size - 1) * flat.length + flat.span  # to the last real output of the chunk
             total = _scratch("sum", count, out.dtype)
-            total.fill(bias[0])
-            for offset, weight in taps:
+            offset, weight = taps[0]
+            np.multiply(images[offset : offset + count], weight, out=total)
+            for offset, weight in taps[1:]:
                 if axpy is not None and weight != 0:  # BLAS skips a zero weight: 0 * inf would vanish
-                    axpy(images, total, n=count, a=weight, offx=offset)
+                    total = axpy(images, total, n=count, a=weight, offx=offset)  # in place here
                 else:
                     total += images[offset : offset + count] * weight
-            # Keep the real outputs, then activate them in a contiguous loop (ufuncs over
+            # Keep the real outputs, then add the bias last (as the generic op: the same
+            # inf/NaN when a sum overflows) and activate, in contiguous loops (ufuncs over
             # strided rows of ow values are slow).
             z = out[start:stop, :, :, 0]
             np.copyto(z, flat.real(total, size, flat.length))
+            np.add(z, bias[0], out=z)
             _activate_into(z, act, slope, z)
 
-    # One BLAS thread: a threaded axpy on these sizes was slower here (its idle workers
-    # spin against NumPy's BLAS workers).
     with _single_threaded_blas():
         _run(work, _ranges(g.n, step, elements=out.size + x.size))
     return flat.padded()
 
 
 def _wide_forward(x, weights, out, g, act, slope, training):
-    """Forward pass for one input channel and stride 1, computed on "wide" rows.
+    """Forward pass for one input channel, two output maps and stride 1, on "wide" rows.
 
     The columns are the ``kh*kw`` slices of the flat padded images
     (:class:`_FlatImages`): long copies instead of ``kh*kw*oh`` short ones. The
@@ -610,7 +620,7 @@ def _activation_grad(delta, out, act, slope, dz):
     """
     d = delta.transpose(0, 2, 3, 1)
     if act == "relu":
-        np.multiply(d, out > 0, out=dz)  # d * (z > 0), as the generic d * astype(z > 0)
+        np.multiply(d, out > 0, out=dz)  # d * (z > 0): the generic d * leaky_relu_derivative(out, 0)
     elif act == "lrelu":
         # where(out > 0, d, d*slope) without where() (slow): d*mask + (d*slope)*(not mask);
         # adding the zero and multiplying by one are exact, so the numbers are the generic ones.

@@ -398,10 +398,17 @@ def machine_info(args):
     with contextlib.suppress(Exception):
         config = np.show_config(mode="dicts")
         blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
+    import scipy
+
+    scipy_blas = "?"
+    with contextlib.suppress(Exception):
+        config = scipy.show_config(mode="dicts")
+        scipy_blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
     info = {
         "cpu": f"{model}, {os.cpu_count()} logical CPUs",
         "python": platform.python_version(),
         "numpy": f"{np.__version__} ({blas})",
+        "scipy": f"{scipy.__version__} ({scipy_blas}; its BLAS axpy carries A's convolution)",
         "array-api-compat": array_api_compat.__version__,
         "torch": f"{torch.__version__} (threads {torch.get_num_threads()})",
         "nncore": nncore.__version__,

@@ -23,11 +23,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workload", choices=("A", "B"))
     parser.add_argument("mode", choices=("train", "infer"))
-    parser.add_argument("--top", type=int, default=20, help="how many functions to list")
+    parser.add_argument("--top", type=int, default=20, help="how many functions to list (cProfile)")
     parser.add_argument("--generic", action="store_true", help="NNCORE_FAST_PATHS=0")
     parser.add_argument("--layers", action="store_true",
                         help="wall clock per layer instead of cProfile (inference only)")
     args = parser.parse_args(argv)
+    if args.layers and args.mode != "infer":
+        parser.error("--layers times inference only")
     if args.generic:
         os.environ["NNCORE_FAST_PATHS"] = "0"
 
@@ -38,8 +40,6 @@ def main(argv=None):
     X, t, _ = bench.make_data(batch * 16, 28)
     cnn.fit(X[:batch], t[:batch], epochs=1, batch_size=batch, verbose=False)  # warm up
     if args.layers:
-        if args.mode != "infer":
-            parser.error("--layers times inference only")
         return layer_times(cnn, X)
     profiler = cProfile.Profile()
     profiler.enable()

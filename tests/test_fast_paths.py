@@ -180,6 +180,10 @@ CONV_CASES = [
     (2, 1, 5, 6, 1, 2, 3, (1, 1), (3, 4)),
     (3, 1, 4, 5, 1, 1, 1, (1, 1), 0),
     (2, 1, 4, 4, 1, 4, 4, (1, 1), "valid"),  # kernel as large as the image: one output
+    (1, 1, 7, 5, 1, 3, 3, (1, 1), "same"),  # one sample
+    # One channel, two maps, stride 1: the wide route.
+    (3, 1, 9, 8, 2, 3, 3, (1, 1), "same"),
+    (2, 1, 6, 7, 2, 2, 3, (1, 1), (2, 0)),
 ]
 
 
@@ -241,7 +245,9 @@ def test_conv_act_channels_last_input_and_float64():
 def test_direct_route_zero_weights_keep_inf_and_nan(dtype, blas_axpy, monkeypatch):
     # BLAS axpy skips a zero weight, which would drop 0 * inf = NaN; the direct route
     # (one channel, one map) must give the generic op's NaN there, with or without SciPy.
-    if not blas_axpy:
+    if blas_axpy:
+        assert numpy_fast._axpy_for(dtype) is not None  # SciPy is a dependency: BLAS is used
+    else:
         monkeypatch.setattr(numpy_fast, "_axpy", {})
     x = RNG.standard_normal((3, 1, 7, 8)).astype(dtype)
     x[0, 0, 3, 4], x[2, 0, 0, 0] = np.inf, np.nan
@@ -257,6 +263,66 @@ def test_direct_route_zero_weights_keep_inf_and_nan(dtype, blas_axpy, monkeypatc
     np.testing.assert_array_equal(np.isposinf(out), np.isposinf(out0))
     finite = np.isfinite(out0)
     close(out[finite], out0[finite], dtype)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_view", "fortran"])
+def test_direct_route_chunks_layouts_and_mixed_dtypes(layout, monkeypatch):
+    # Several multi-sample chunks with a short last one, any memory layout of the input,
+    # and a float64 kernel on float32 images (the op computes in float64 then).
+    # Three samples a chunk: two arrays of (12 * 11 + 2) float64 per sample (padded 12 x 11, kw - 1 = 2).
+    monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 3 * 2 * (12 * 11 + 2) * 8)
+    chunks = []
+    fill = numpy_fast._FlatImages.fill
+    monkeypatch.setattr(numpy_fast._FlatImages, "fill",
+                        lambda self, x, start, stop: chunks.append(stop - start) or fill(self, x, start, stop))
+    base = RNG.standard_normal((17, 1, 11, 9)).astype(np.float32)
+    x = {
+        "contiguous": base[:8],
+        "channels_last": channels_last(base[:8]),
+        "strided_view": base[:16:2, :, ::-1, :],
+        "fortran": np.asfortranarray(base[:8]),
+    }[layout]
+    kernel = RNG.standard_normal((1, 1, 2, 3))
+    bias = RNG.standard_normal(1).astype(np.float32)
+    padding = ops.resolve_padding("same", (11, 9), (2, 3), (1, 1))
+    out, cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "lrelu", 1e-3, training=True)
+    out0, cache0 = ops.conv2d_act_forward.generic(x, kernel, bias, (1, 1), padding, "lrelu", 1e-3, training=True)
+    assert chunks == [3, 3, 2]
+    assert out.dtype == out0.dtype == np.float64
+    close(out, out0, np.float64)
+    delta = RNG.standard_normal(out.shape)
+    got = ops.conv2d_act_backward(delta, cache, kernel, (1, 1), padding, "lrelu", 1e-3, False)
+    want = ops.conv2d_act_backward.generic(delta, cache0, kernel, (1, 1), padding, "lrelu", 1e-3, False)
+    for a, b in zip(got[1:], want[1:]):
+        close(a, b, np.float64)
+
+
+def test_direct_route_holds_blas_to_one_thread(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    axpy = numpy_fast._axpy_for(np.float32)
+    seen = []
+
+    def spy(*args, **kwargs):
+        if not seen:  # threadpool_info() is slow: look once
+            seen.extend(info["num_threads"] for info in threadpoolctl.threadpool_info()
+                        if info["user_api"] == "blas")
+        return axpy(*args, **kwargs)
+
+    monkeypatch.setattr(numpy_fast, "_axpy", {np.dtype(np.float32): spy})
+    x = RNG.standard_normal((4, 1, 6, 6)).astype(np.float32)
+    kernel = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
+    ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)
+    assert seen and set(seen) == {1}
+
+
+def test_fast_convolutions_of_an_empty_batch():
+    for c, f in ((1, 1), (1, 2), (3, 4)):
+        x = np.zeros((0, c, 6, 6), np.float32)
+        kernel = RNG.standard_normal((f, c, 3, 3)).astype(np.float32)
+        padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
+        out, _ = ops.conv2d_act_forward(x, kernel, np.zeros(f, np.float32), (1, 1), padding, "relu")
+        assert out.shape == (0, f, 6, 6) and out.dtype == np.float32
 
 
 def test_direct_route_restores_blas_threads():
