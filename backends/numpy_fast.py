@@ -119,16 +119,17 @@ def _blas_controllers():
 
 
 @contextlib.contextmanager
-def _single_threaded_blas():
-    """Hold every BLAS library to one thread inside the block (restored after it).
+def _single_threaded_blas(libraries=None):
+    """Hold the BLAS ``libraries`` (default: all loaded) to one thread inside the block.
 
     The count is process-wide: products that other Python threads run meanwhile
-    run on one thread too, and a block entered while another runs finds one
-    thread, leaves it, and the first block's exit restores the count (so the
-    later block may finish with BLAS's threads back). Numbers are the same either
-    way; only the speed changes.
+    in those libraries run on one thread too, and a block entered while another
+    runs finds one thread, leaves it, and the first block's exit restores the
+    count (so the later block may finish with BLAS's threads back). Numbers are
+    the same either way; only the speed changes.
     """
-    saved = [(lib, lib.get_num_threads()) for lib in _blas_controllers()]
+    libraries = _blas_controllers() if libraries is None else libraries
+    saved = [(lib, lib.get_num_threads()) for lib in libraries]
     try:
         for lib, count in saved:
             if count != 1:
@@ -141,20 +142,27 @@ def _single_threaded_blas():
 
 
 _axpy = None
+_axpy_libraries = None
 
 
 def _axpy_for(dtype):
     """SciPy's BLAS ``axpy`` for ``dtype`` (``y += a * x[off:off + n]`` in one pass, in place),
     or ``None`` (no SciPy, or another dtype)."""
-    global _axpy, _blas
+    global _axpy, _axpy_libraries, _blas
     if _axpy is None:
         try:
+            import scipy
             from scipy.linalg import blas
         except ImportError:
             _axpy = {}
         else:
             _axpy = {np.dtype(np.float32): blas.saxpy, np.dtype(np.float64): blas.daxpy}
             _blas = None  # SciPy's BLAS may have just been loaded: list the libraries again
+            # SciPy's wheels bundle their own OpenBLAS (in scipy.libs); hold only that one, so
+            # NumPy's products elsewhere keep their threads. Else (one shared BLAS) hold all.
+            root = os.path.dirname(scipy.__file__)
+            own = [lib for lib in _blas_controllers() if lib.filepath.startswith((root + os.sep, root + ".libs"))]
+            _axpy_libraries = own or None
     return _axpy.get(np.dtype(dtype))
 
 
@@ -507,8 +515,8 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
     between images are computed and dropped). Each term after the first is one
     BLAS ``axpy`` pass (SciPy's; NumPy needs a product and a sum), then the real
     outputs are kept and get the bias and the activation.
-    BLAS is held to one thread meanwhile (:func:`_single_threaded_blas`: a
-    threaded axpy was 2-3x slower inside a network, its idle workers spinning
+    SciPy's BLAS is held to one thread meanwhile (:func:`_single_threaded_blas`:
+    a threaded axpy was 2-3x slower inside a network, its idle workers spinning
     against NumPy's). SciPy's axpy keeps the GIL, so ``NNCORE_NUM_THREADS`` > 1
     parallelises only the padding, copies and activation of this route.
     Returns the padded input for the backward pass when training, else ``None``.
@@ -540,7 +548,7 @@ def _direct_forward(x, kernel, bias, out, g, act, slope, training):
             np.add(z, bias[0], out=z)
             _activate_into(z, act, slope, z)
 
-    with _single_threaded_blas():
+    with _single_threaded_blas(_axpy_libraries if axpy is not None else []):
         _run(work, _ranges(g.n, step, elements=out.size + x.size))
     return flat.padded()
 

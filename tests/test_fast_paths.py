@@ -297,15 +297,19 @@ def test_direct_route_chunks_layouts_and_mixed_dtypes(layout, monkeypatch):
         close(a, b, np.float64)
 
 
-def test_direct_route_holds_blas_to_one_thread(monkeypatch):
+def test_direct_route_holds_scipys_blas_to_one_thread(monkeypatch):
+    # Inside the op, the BLAS that runs axpy is held to one thread; any other BLAS (NumPy's
+    # own, when SciPy bundles a separate one) keeps its threads.
     threadpoolctl = pytest.importorskip("threadpoolctl")
     axpy = numpy_fast._axpy_for(np.float32)
-    seen = []
+    held = {lib.filepath for lib in numpy_fast._axpy_libraries or numpy_fast._blas_controllers()}
+    counts = lambda: {info["filepath"]: info["num_threads"]  # noqa: E731
+                      for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
+    before, inside = counts(), {}
 
     def spy(*args, **kwargs):
-        if not seen:  # threadpool_info() is slow: look once
-            seen.extend(info["num_threads"] for info in threadpoolctl.threadpool_info()
-                        if info["user_api"] == "blas")
+        if not inside:  # threadpool_info() is slow: look once
+            inside.update(counts())
         return axpy(*args, **kwargs)
 
     monkeypatch.setattr(numpy_fast, "_axpy", {np.dtype(np.float32): spy})
@@ -313,7 +317,9 @@ def test_direct_route_holds_blas_to_one_thread(monkeypatch):
     kernel = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
     padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
     ops.conv2d_act_forward(x, kernel, np.zeros(1, np.float32), (1, 1), padding)
-    assert seen and set(seen) == {1}
+    assert held and inside
+    assert inside == {path: 1 if path in held else count for path, count in before.items()}
+    assert counts() == before
 
 
 def test_fast_convolutions_of_an_empty_batch():
