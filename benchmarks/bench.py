@@ -383,6 +383,14 @@ def sweep(args):
     return "\n".join(lines)
 
 
+def _blas_of(module):
+    """``"name version"`` of the BLAS that NumPy or SciPy was built with, or ``"?"``."""
+    with contextlib.suppress(Exception):
+        blas = module.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    return "?"
+
+
 def machine_info(args):
     import array_api_compat
     import torch
@@ -394,21 +402,13 @@ def machine_info(args):
         out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         found = re.search(r"Model name:\s*(.+)", out)
         model = found.group(1).strip() if found else model
-    blas = "?"
-    with contextlib.suppress(Exception):
-        config = np.show_config(mode="dicts")
-        blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
     import scipy
 
-    scipy_blas = "?"
-    with contextlib.suppress(Exception):
-        config = scipy.show_config(mode="dicts")
-        scipy_blas = f"{config['Build Dependencies']['blas']['name']} {config['Build Dependencies']['blas']['version']}"
     info = {
         "cpu": f"{model}, {os.cpu_count()} logical CPUs",
         "python": platform.python_version(),
-        "numpy": f"{np.__version__} ({blas})",
-        "scipy": f"{scipy.__version__} ({scipy_blas}; its BLAS axpy carries A's convolution)",
+        "numpy": f"{np.__version__} ({_blas_of(np)})",
+        "scipy": f"{scipy.__version__} ({_blas_of(scipy)}; its BLAS axpy carries A's convolution)",
         "array-api-compat": array_api_compat.__version__,
         "torch": f"{torch.__version__} (threads {torch.get_num_threads()})",
         "nncore": nncore.__version__,
