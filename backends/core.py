@@ -16,9 +16,11 @@ import numpy as np
 NAMES = ("numpy", "cupy", "array_api_strict", "auto")
 FLOAT_DTYPES = ("float32", "float64")
 
+# Not `pip install "nncore[cupy]"`: the name nncore on the package index is another project.
 _CUPY_INSTALL_HINT = (
-    'CuPy is not installed. Install it with `pip install "nncore[cupy]"` (CUDA 12), '
-    "or pick the wheel matching your CUDA toolkit, e.g. `pip install cupy-cuda11x`. "
+    "CuPy is not installed. Install the CuPy wheel for your CUDA version "
+    "(`pip install cupy-cuda12x` for CUDA 12, `pip install cupy-cuda13x` for CUDA 13, ...), "
+    'or `pip install ".[cupy]"` from a clone of this repository. '
     "On Colab, CuPy is preinstalled on GPU runtimes."
 )
 
@@ -118,7 +120,7 @@ def get_backend(name=None, device=None) -> Backend:
     Raises
     ------
     ValueError
-        Unknown name or device.
+        Unknown name or device; ``NNCORE_BACKEND`` set to an unknown name.
     ImportError
         ``"cupy"`` asked for but CuPy is not installed.
     RuntimeError
@@ -127,10 +129,17 @@ def get_backend(name=None, device=None) -> Backend:
     if isinstance(name, Backend):
         return name
     if name is None:
-        name = os.environ.get("NNCORE_BACKEND", "").strip() or "numpy"
+        name = os.environ.get("NNCORE_BACKEND", "").strip()
+        if not name:
+            return _numpy(device)
+        if _key(name) not in NAMES:
+            raise ValueError(
+                f"environment variable NNCORE_BACKEND={name!r} is not a backend; "
+                f"valid names are {', '.join(map(repr, NAMES))}"
+            )
     if not isinstance(name, str):
         raise TypeError(f"backend must be a name or a Backend, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
+    key = _key(name)
     if key == "auto":
         return _cupy(device) if _cupy_works() else _numpy(device)
     if key == "numpy":
@@ -140,6 +149,11 @@ def get_backend(name=None, device=None) -> Backend:
     if key == "array_api_strict":
         return _strict(device)
     raise ValueError(f"unknown backend {name!r}; valid names are {', '.join(map(repr, NAMES))}")
+
+
+def _key(name):
+    """The canonical spelling of a backend name (``"Array-API-Strict"`` -> ``"array_api_strict"``)."""
+    return name.strip().lower().replace("-", "_")
 
 
 def available() -> list[str]:
