@@ -182,46 +182,6 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-# ---- fast paths -------------------------------------------------------------------
-# Library-specific replacements for generic array functions (see backends/numpy_fast.py).
-# Off when NNCORE_FAST_PATHS=0; tests switch them with ``use_fast_paths(False)``.
-_fast_enabled = os.environ.get("NNCORE_FAST_PATHS", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def fast_path(name, *arrays):
-    """A faster implementation of the array function ``name`` for ``arrays``, or ``None``.
-
-    Returns a function only when every array is a real ``numpy.ndarray`` (not a
-    subclass, not array_api_strict, not CuPy) and fast paths are enabled; it
-    takes the same arguments as the generic function and gives the same numbers.
-    """
-    if not _fast_enabled or not arrays or any(type(a) is not np.ndarray for a in arrays):
-        return None
-    from .numpy_fast import FAST_PATHS
-
-    return FAST_PATHS.get(name)
-
-
-class use_fast_paths:
-    """Switch fast paths on or off (``with use_fast_paths(False): ...``, or call it)."""
-
-    def __init__(self, enabled=True):
-        global _fast_enabled
-        self.previous, _fast_enabled = _fast_enabled, bool(enabled)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        global _fast_enabled
-        _fast_enabled = self.previous
-
-
-def fast_paths_enabled() -> bool:
-    """Whether :func:`fast_path` may return replacements."""
-    return _fast_enabled
-
-
 def backend_of(x) -> Backend:
     """The backend an array belongs to (NumPy for lists and other array-likes)."""
     module = type(x).__module__
