@@ -156,14 +156,18 @@ class FlatParameters:
 
     def group_of(self, layer):
         """The scheduler that updates ``layer``'s parameters."""
-        start = self._where(layer, layer.params[0])[0]
-        return next(scheduler for scheduler, begin, stop in self.groups if begin <= start < stop)
+        return self._group(self._where(layer, layer.params[0])[0])[0]
+
+    def _group(self, start):
+        """``(scheduler, group_start, group_stop)`` of the group holding flat index ``start``."""
+        return self.groups[bisect.bisect_right([begin for _, begin, _ in self.groups], start) - 1]
 
     def parameter_state(self, layer, name):
         """The scheduler state of one parameter: its slices of the group's arrays, and ``t``."""
         xp = self.backend.xp
-        scheduler, (start, stop, shape) = self.group_of(layer), self._where(layer, name)
-        return {key: xp.reshape(value[start:stop], shape) if _is_array(value) else value
+        start, stop, shape = self._where(layer, name)
+        scheduler, offset, _ = self._group(start)  # the group's state covers [offset, group stop)
+        return {key: xp.reshape(value[start - offset : stop - offset], shape) if _is_array(value) else value
                 for key, value in scheduler.state_dict().items()}
 
     def load_parameter_states(self, states):
@@ -230,6 +234,10 @@ class ParameterSchedulers(Mapping):
             view.load_state_dict(self._parameters.parameter_state(self._layer, name))
             self._views[name] = cached = (source, view)
         return cached[1]
+
+    def reset(self):
+        """Forget the state of the scheduler group this layer belongs to (see ``Layer.reset_schedulers``)."""
+        self._parameters.group_of(self._layer).reset()
 
     def __iter__(self):
         return iter(self._layer.params)
