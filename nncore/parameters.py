@@ -70,10 +70,11 @@ class FlatParameters:
                 layer.schedulers = ParameterSchedulers(self, layer)
 
     def concat(self, arrays):
-        """One flat array from ``arrays`` (1-D ones are not reshaped: one operation fewer each)."""
+        """One flat array from ``arrays`` of any shapes, in one operation (``concat`` with ``axis=None``)."""
         xp = self.backend.xp
-        flat = [a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays]
-        return flat[0] if len(flat) == 1 else xp.concat(flat)
+        if len(arrays) == 1:
+            return arrays[0] if arrays[0].ndim == 1 else xp.reshape(arrays[0], (-1,))
+        return xp.concat(arrays, axis=None)
 
     def bind(self, flat):
         """Make ``flat`` the parameters: every layer's arrays become views of it."""
