@@ -436,6 +436,8 @@ class Archive:
         try:
             with self._zip.open(info) as stream:
                 yield stream
+        except ModelFileError:
+            raise
         except _ZIP_ERRORS as exc:
             raise self._fail(f"its entry {name!r} is truncated or corrupt ({type(exc).__name__}: "
                              f"{_shown(str(exc), False)})") from None
@@ -456,7 +458,7 @@ class Archive:
         parse = np.lib.format.read_array_header_1_0 if magic[6] == 1 else np.lib.format.read_array_header_2_0
         try:
             shape, fortran, dtype = parse(header, max_header_size=MAX_NPY_HEADER)
-        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
+        except Exception as exc:  # NumPy's parser of an untrusted (but bounded) header: any failure is the file's
             raise self._fail(f"its entry {name!r} has a malformed .npy header ({_shown(str(exc), False)})") from None
         if dtype.hasobject:
             raise self._fail(f"its entry {name!r} holds pickled Python objects (an object array); nncore files "
