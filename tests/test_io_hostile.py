@@ -12,6 +12,7 @@ or a timeout instead.
 
 import bz2
 import json
+import shutil
 import lzma
 import struct
 import subprocess
@@ -19,11 +20,11 @@ import sys
 import zipfile
 import zlib
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nncore import CNN, Adam, Momentum, softmax
 
 resource = pytest.importorskip("resource")
 
@@ -90,17 +91,13 @@ def deflated(prefix, fill, mib):
 # ---- the hostile files ----------------------------------------------------------------------------
 
 
+GOOD = Path(__file__).resolve().parent / "fixtures" / "model_v1_lenet.npz"
+
+
 def good_model(path):
-    rng = np.random.default_rng(0)
-    X, t = rng.random((12, 1, 6, 6)), np.eye(3)[rng.integers(0, 3, 12)]
-    cnn = CNN(scheduler=Adam(1e-2), seed=3)
-    cnn.add_Convolution2DLayer(1, 2, 3, 3, pad="same")
-    cnn.add_PoolingLayer(2, 2, 2, 2)
-    cnn.add_FlattenLayer()
-    cnn.add_FullyConnectedLayer(4, act_func="tanh", scheduler=Momentum(1e-2, 0.5))
-    cnn.add_OutputLayer(3, softmax)
-    cnn.fit(X, t, epochs=1, batches=2, verbose=False)
-    return cnn.save(path)
+    """A valid model file (the format-v1 fixture: conv, pool, flatten, dense, output; Adam and Momentum)."""
+    shutil.copyfile(GOOD, path)
+    return path
 
 
 def hostile_files(folder):
@@ -153,7 +150,7 @@ def hostile_files(folder):
     add("duplicate-metadata", model(extra=[member("nncore_metadata.npy", npy(np.frombuffer(sigmoid.encode(),
                                                                                           np.uint8)))]),
         "the member 'nncore_metadata.npy' twice")
-    add("npy-shape-1e12", model({kernel: npy_header((10**12,)) + npy(np.zeros((2, 1, 3, 3)))[128:]}),
+    add("npy-shape-1e12", model({kernel: npy_header((10**12,)) + parts[kernel][128:]}),
         "claims shape (1000000000000,)")
     add("npy-header-length-4GB", model({kernel: npy_header((2, 1, 3, 3), version=2, length=2**32 - 1)}),
         "has a .npy header of 4294967295 bytes")
@@ -168,11 +165,11 @@ def hostile_files(folder):
     add("json-duplicate-key", metadata_text(json.dumps(meta)[:-1] + ', "cost_func": "CostOLS"}'),
         "has the key 'cost_func' twice in one object")
     add("json-nan", metadata_text(edited(lambda m: m["scheduler"]["config"].update(eta=float("nan")))),
-        "holds NaN")
+        "holds the number NaN, which is not finite")
     add("json-infinity", metadata_text(edited(lambda m: m["scheduler"]["config"].update(eta=1.0))
-                                       .replace('"eta": 1.0', '"eta": 1e999')), "overflows to infinity")
-    add("json-int-10^400", metadata_text(edited(lambda m: m["layers"][0]["optimizer"]["kernel"]["state"]
-                                                .update(t=10**400))), "more than 100 digits")
+                                       .replace('"eta": 1.0', '"eta": 1e999')), "holds the number 1e999, which is not finite")
+    add("json-int-5000-digits", metadata_text(edited(lambda m: m.update(seed=0)).replace(
+        '"seed": 0', '"seed": 1' + "0" * 5000)), "not valid JSON")
     add("json-not-utf8", model({"nncore_metadata.npy": npy(np.frombuffer(b'{"format": "\xff\xfe"}', np.uint8))}),
         "not valid JSON")
     nan_kernel = np.load(BytesIO(parts[kernel]))
