@@ -16,7 +16,6 @@ import io as _io
 import json
 import math
 import os
-import re
 import signal
 import struct
 import zipfile
@@ -35,13 +34,13 @@ FORMAT = "nncore.CNN"
 FORMAT_VERSION = 1
 METADATA_KEY = "nncore_metadata"
 MAX_METADATA_BYTES = 16 * 2**20  # of JSON
-MAX_JSON_DEPTH = 64  # nested objects and lists
+MAX_JSON_DEPTH = 64  # nested objects and lists that write() accepts (read() accepts what json can parse)
+MAX_JSON_VALUES = 2**20  # keys and values in the metadata
 MAX_NPY_HEADER = 10_000  # bytes; NumPy's own limit for untrusted files
 
 _KINDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}
 _METHODS = {12: "bzip2", 14: "lzma", 9: "deflate64", 93: "zstandard", 95: "xz", 98: "ppmd"}
 _DEFLATE_MAX_RATIO = 1032  # no deflate stream inflates more (RFC 1951: 258 bytes from 2 bits)
-_CHUNK = 2**20
 _SIGMASK = hasattr(signal, "pthread_sigmask")
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, struct.error)
 
@@ -408,27 +407,19 @@ def _check_magic(head, name):
     raise ModelFileError(f"{name} is not {kind} nncore model file: {what}")
 
 
-# A JSON string from its opening quote to its closing one (or the end of the text): possessive, so linear.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
-_OPENING, _CLOSING = np.frombuffer(b"[{", dtype=np.uint8), np.frombuffer(b"]}", dtype=np.uint8)
-
-
 def _parse_json(raw, fail):
-    """The metadata, after a linear pre-scan of its nesting depth (``json`` would recurse)."""
-    codes = np.frombuffer(_JSON_STRING.sub(b"", raw), dtype=np.uint8)  # brackets in strings are no structure
-    level = depth = 0
-    for start in range(0, codes.size, _CHUNK):  # chunks bound the temporary arrays
-        chunk = codes[start:start + _CHUNK]
-        levels = level + np.cumsum(np.isin(chunk, _OPENING).astype(np.int64) - np.isin(chunk, _CLOSING))
-        depth, level = max(depth, int(levels.max())), int(levels[-1])
-    if depth > MAX_JSON_DEPTH:
-        raise fail(f"its metadata is nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    """The metadata, once a linear count of its keys and values (some 50-100 bytes each once parsed) allows."""
+    values = sum(raw.count(mark) for mark in (b"[", b"{", b",", b":"))  # one per key or value (strings' too)
+    if values > MAX_JSON_VALUES:
+        raise fail(f"its metadata holds about {values} keys and values (at most {MAX_JSON_VALUES})")
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_finite,
                           parse_float=_finite)
     except ModelFileError as exc:  # from the hooks below
         raise fail(f"its metadata {exc}") from None
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+    except RecursionError:  # json's parser recurses, up to the interpreter's limit, which it checks
+        raise fail("its metadata is nested too deeply (more levels than Python's recursion limit)") from None
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise fail(f"its metadata is not valid JSON ({_shown(str(exc), False)})") from None
 
 

@@ -158,10 +158,12 @@ def hostile_files(folder):
         "has a malformed .npy header")
     add("npy-object-array", model(extra=[member("extra.npy", b"\x93NUMPY\x01\x00" + npy_header((2,), "|O")[8:])]),
         "holds pickled Python objects")
-    add("json-nested-100000", metadata_text("[" * 100_000 + "]" * 100_000), "nested 100000 levels deep")
+    add("json-nested-100000", metadata_text("[" * 100_000 + "]" * 100_000), "nested too deeply")
     add("json-nested-in-object", metadata_text(edited(lambda m: m.update(x=0))[:-1] + ', "y": '
                                                + "{\"a\": " * 100_000 + "1" + "}" * 100_001),
-        "nested 100001 levels deep")
+        "nested too deeply")
+    add("json-1M-values", metadata_text(edited(lambda m: m.update(x=0))[:-1] + ', "y": [' + "{}," * 2**19 + "{}]}"),
+        "keys and values (at most 1048576)")
     add("json-duplicate-key", metadata_text(json.dumps(meta)[:-1] + ', "cost_func": "CostOLS"}'),
         "has the key 'cost_func' twice in one object")
     add("json-nan", metadata_text(edited(lambda m: m["scheduler"]["config"].update(eta=float("nan")))),
