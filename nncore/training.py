@@ -142,7 +142,7 @@ class Trainer:
         model, xp, parallel = self.model, self.xp, self.parallel
         n = self.X.shape[0]
         order = model.backend.asarray(model.shuffle_rng.permutation(n)) if self.shuffle else None
-        loss_sum, hits = 0.0, 0.0  # device scalars: no host round trip per batch
+        losses, hits = [], []  # device scalars, summed once at the end of the epoch: no host round trip per batch
         before = None
         try:
             for start, stop in self.bounds:
@@ -155,8 +155,8 @@ class Trainer:
                     loss = model.cost_func(t_batch)(output)
                     if self.start_loss is None and parallel is None:
                         self.start_loss = float(loss)  # one host round trip per fit
-                    loss_sum = loss_sum + loss * (stop - start)
-                    hits = hits + model._hits(output, t_batch)
+                    losses.append((loss, stop - start))
+                    hits.append(model._hits(output, t_batch, total=False))
                     model._backpropagate(t_batch)
                     gradient = model.parameters.gradient()
                 else:
@@ -167,9 +167,9 @@ class Trainer:
                 before = None
                 if self.interrupted:
                     break
-            loss_sum, hits = float(loss_sum), float(hits)
+            loss_sum, hit_sum = self.epoch_totals(losses, hits)
             if parallel is not None:
-                loss_sum, hits = parallel.sum_floats([loss_sum, hits])
+                loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
                 if self.start_loss is None:
                     self.start_loss = loss_sum / n
         except (FloatingPointError, RuntimeWarning) as exc:
@@ -179,8 +179,25 @@ class Trainer:
             if before is not None:
                 model.parameters.restore(before)
             raise
-        accuracy = math.nan if model.pred_format == "Regression" else hits / (n * model._hit_units())
+        accuracy = math.nan if model.pred_format == "Regression" else hit_sum / (n * model._hit_units())
         return loss_sum / n, accuracy, None
+
+    def epoch_totals(self, losses, hits):
+        """``(sum of loss * batch size, number of hits)`` over the epoch's batches, as host floats."""
+        xp = self.xp
+        if not losses:
+            return 0.0, 0.0
+        sizes = {size for _, size in losses}
+        stacked = xp.stack([loss for loss, _ in losses])
+        if len(sizes) == 1:
+            loss_sum = float(xp.sum(stacked)) * sizes.pop()
+        else:
+            weights = self.model.backend.asarray([float(size) for _, size in losses], dtype=stacked.dtype)
+            loss_sum = float(xp.sum(stacked * weights))
+        if self.model.pred_format == "Regression":
+            return loss_sum, 0.0
+        right = hits[0] if len(hits) == 1 else xp.concat(hits)
+        return loss_sum, float(xp.sum(xp.astype(right, self.model.dtype)))
 
     def batch(self, order, start, stop):
         if order is None:
