@@ -6,7 +6,7 @@ They follow scikit-learn's estimator rules, so a CNN plugs into
     from sklearn.model_selection import GridSearchCV
     from nncore.estimator import CNNClassifier
 
-    search = GridSearchCV(CNNClassifier(epochs=20, seed=0),
+    search = GridSearchCV(CNNClassifier(epochs=20, random_state=0),
                           {"eta": [1e-4, 1e-3, 1e-2], "lam": [1e-5, 1e-3, 1e-1]}, cv=3)
     search.fit(X, y)          # X: (n, 1, 8, 8) images or (n, 64) flat; y: labels
 
@@ -47,14 +47,21 @@ for images smaller than 2x2.
 
 The input: images, flat rows, or tabular data
 ---------------------------------------------
-``X`` may be ``(n, channels, height, width)`` images, ``(n, height, width)``
-single-channel images, or flat rows ``(n, features)``. Flat rows are reshaped
-(C order, as ``numpy.reshape``) to ``(n, *image_shape)``; without
-``image_shape`` a square number of features is read as one square channel
-(64 -> 1x8x8 for scikit-learn's digits, 784 -> 1x28x28 for MNIST) and any
-other number is an error. ``image_shape=(1, 1, -1)`` (one ``-1`` is inferred,
-as in ``numpy.reshape``) reads any table as one-row images. When
-``image_shape`` is given, every ``X`` is reshaped to it, whatever its rank.
+``X`` may be 4-D images, ``(n, height, width)`` single-channel images, or
+flat rows ``(n, features)``. 4-D images are ``(n, channels, height, width)``
+("channels_first", PyTorch's order and the network's) or, with
+``data_format="channels_last"``, ``(n, height, width, channels)`` (Keras' and
+PIL's order). Left at ``None``, ``data_format`` means channels-first and
+refuses 4-D input that looks channels-last (1, 3 or 4 in the last axis, not
+in the second) instead of reading ``(n, 28, 28, 1)`` as 28 channels.
+
+Flat rows are reshaped (C order, as ``numpy.reshape``) to images: a square
+number of features becomes one square channel (64 -> 1x8x8 for
+scikit-learn's digits, 784 -> 1x28x28 for MNIST), any other number ``N`` a
+1x1xN image (one row of pixels), so any table works. ``image_shape``
+overrides this for every ``X``, whatever its rank: ``(channels, height,
+width)``, or ``(height, width, channels)`` with ``data_format="channels_last"``;
+one entry may be -1 (inferred, as in ``numpy.reshape``).
 """
 
 from __future__ import annotations
@@ -73,9 +80,10 @@ from backends import backend_of, to_numpy
 from . import activations
 from .costs import CostCrossEntropy, CostOLS
 from .network import CNN
-from .schedulers import Adagrad, AdagradMomentum, Adam, Constant, Momentum, RMS_prop, Scheduler
+from .schedulers import SCHEDULERS, Scheduler
+from .validation import check_non_negative_number
 
-__all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULERS"]
+__all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULER_NAMES"]
 
 #: The architecture used when ``layers`` is None (the pooling layer is left
 #: out for images smaller than 2x2).
@@ -86,21 +94,25 @@ DEFAULT_LAYERS = (
     ("dense", {"nodes": 64, "act_func": "relu"}),
 )
 
-#: Scheduler names accepted by ``scheduler=``, with the settings used besides ``eta``.
-SCHEDULERS = {
-    "adam": lambda eta: Adam(eta, rho=0.9, rho2=0.999),
-    "constant": lambda eta: Constant(eta),
-    "sgd": lambda eta: Constant(eta),
-    "momentum": lambda eta: Momentum(eta, momentum=0.9),
-    "adagrad": lambda eta: Adagrad(eta),
-    "adagrad_momentum": lambda eta: AdagradMomentum(eta, momentum=0.9),
-    "rms_prop": lambda eta: RMS_prop(eta, rho=0.9),
-    "rmsprop": lambda eta: RMS_prop(eta, rho=0.9),
+#: Names accepted by ``scheduler=``: the class in :data:`nncore.schedulers.SCHEDULERS`
+#: and its settings besides ``eta``. Each class's own name, lower-cased, is one of them.
+SCHEDULER_NAMES = {
+    "adam": ("Adam", {"rho": 0.9, "rho2": 0.999}),
+    "constant": ("Constant", {}),
+    "sgd": ("Constant", {}),
+    "momentum": ("Momentum", {"momentum": 0.9}),
+    "adagrad": ("Adagrad", {}),
+    "adagradmomentum": ("AdagradMomentum", {"momentum": 0.9}),
+    "adagrad_momentum": ("AdagradMomentum", {"momentum": 0.9}),
+    "rms_prop": ("RMS_prop", {"rho": 0.9}),
+    "rmsprop": ("RMS_prop", {"rho": 0.9}),
 }
 DEFAULT_ETA = 1e-3
+DATA_FORMATS = ("channels_first", "channels_last")
 
 _KINDS = {"conv": "conv", "conv2d": "conv", "pool": "pool", "pooling": "pool", "flatten": "flatten",
           "dense": "dense", "fc": "dense", "fully_connected": "dense"}
+_TYPICAL_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a channels-last image's last axis usually holds
 
 
 class _CNNEstimator(BaseEstimator):
@@ -109,17 +121,19 @@ class _CNNEstimator(BaseEstimator):
     _output_func = None  # set by subclasses
     _cost_func = None
 
-    def __init__(self, layers=None, *, image_shape=None, eta=None, lam=0.0, epochs=30, batch_size=32,
-                 scheduler="adam", backend="numpy", seed=None, dtype="float32", shuffle=True, verbose=False):
+    def __init__(self, layers=None, *, image_shape=None, data_format=None, eta=None, lam=0.0, epochs=30,
+                 batch_size=32, scheduler="adam", backend=None, random_state=None, dtype=None, shuffle=True,
+                 verbose=False):
         self.layers = layers
         self.image_shape = image_shape
+        self.data_format = data_format
         self.eta = eta
         self.lam = lam
         self.epochs = epochs
         self.batch_size = batch_size
         self.scheduler = scheduler
         self.backend = backend
-        self.seed = seed
+        self.random_state = random_state
         self.dtype = dtype
         self.shuffle = shuffle
         self.verbose = verbose
@@ -129,79 +143,86 @@ class _CNNEstimator(BaseEstimator):
     def _images(self, X, reset):
         """``X`` as ``(n, c, h, w)`` images (NumPy, or the array's own library for CuPy etc.)."""
         name = type(self).__name__
+        channels_last = _channels_last(self.data_format, name)
         if backend_of(X).name == "numpy":
-            # Convert once, to the model's float type (an invalid dtype is reported by CNN below).
+            # Convert once, to the model's float type (an invalid dtype is reported by CNN below);
+            # with dtype=None float32 stays float32 and anything else becomes float64.
             dtypes = [np.float32, np.float64] if "32" in str(self.dtype) else [np.float64, np.float32]
             X = check_array(X, allow_nd=True, dtype=dtypes, estimator=self)
-            reshape = np.reshape
+            xp = np
         else:  # CuPy or array_api_strict arrays stay where they are; the CNN checks their values.
             import array_api_compat
 
-            reshape = array_api_compat.array_namespace(X).reshape
+            xp = array_api_compat.array_namespace(X)
             if X.ndim < 2:
                 raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
         n = X.shape[0]
         if self.image_shape is not None:
             shape = _image_shape(self.image_shape, math.prod(X.shape[1:]), name)
+            X = xp.reshape(X, (n, *shape))
+            if channels_last:
+                X = xp.moveaxis(X, -1, 1)
         elif X.ndim == 4:
-            shape = tuple(X.shape[1:])
+            if channels_last:
+                X = xp.moveaxis(X, -1, 1)
+            elif self.data_format is None:
+                _refuse_channels_last(X.shape, name)
         elif X.ndim == 3:
-            shape = (1, *X.shape[1:])
+            X = xp.reshape(X, (n, 1, *X.shape[1:]))
         elif X.ndim == 2:
             side = math.isqrt(X.shape[1])
-            if side * side != X.shape[1]:
-                raise ValueError(
-                    f"{name}: X has {X.shape[1]} features per row, which is not a square image; pass "
-                    f"image_shape=(channels, height, width), e.g. image_shape=(1, 1, -1) for tabular data"
-                )
-            shape = (1, side, side)
+            X = xp.reshape(X, (n, 1, side, side) if side * side == X.shape[1] else (n, 1, 1, X.shape[1]))
         else:
-            raise ValueError(f"{name}: X must be 2-D (n, features), 3-D (n, h, w) or 4-D (n, c, h, w), "
+            raise ValueError(f"{name}: X must be 2-D (n, features), 3-D (n, h, w) or 4-D images, "
                              f"got shape {tuple(X.shape)}")
+        shape = tuple(X.shape[1:])
         if reset:
             self.image_shape_ = shape
             self.n_features_in_ = math.prod(shape)
         else:
-            features = math.prod(X.shape[1:])
+            features = math.prod(shape)
             if features != self.n_features_in_:
                 raise ValueError(f"X has {features} features, but {name} is expecting {self.n_features_in_} "
                                  f"features as input (images of shape {self.image_shape_})")
             if shape != self.image_shape_:
                 raise ValueError(f"{name}: X holds images of shape {shape}, but it was fitted on images of "
                                  f"shape {self.image_shape_}")
-        return reshape(X, (n, *shape))
+        return X
 
     # ---- building ----------------------------------------------------------------------
 
     def _scheduler(self):
         name = type(self).__name__
         eta = self.eta
-        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, numbers.Real)
-                                or not math.isfinite(eta) or eta <= 0):
-            raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
+        if eta is not None:
+            if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
+                raise TypeError(f"{name}: eta must be a positive number or None, got {type(eta).__name__} {eta!r}")
+            if not math.isfinite(eta) or eta <= 0:
+                raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
         if isinstance(self.scheduler, Scheduler):
             scheduler = self.scheduler.fresh()
             if eta is not None:
                 scheduler.eta = float(eta)
             return scheduler
-        if isinstance(self.scheduler, str) and self.scheduler.lower() in SCHEDULERS:
-            return SCHEDULERS[self.scheduler.lower()](DEFAULT_ETA if eta is None else float(eta))
-        raise ValueError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULERS)}, "
-                         f"got {self.scheduler!r}")
+        if not isinstance(self.scheduler, str):
+            raise TypeError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
+                            f"got {type(self.scheduler).__name__} {self.scheduler!r}")
+        if self.scheduler.lower() not in SCHEDULER_NAMES:
+            raise ValueError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
+                             f"got {self.scheduler!r}")
+        class_name, settings = SCHEDULER_NAMES[self.scheduler.lower()]
+        return SCHEDULERS[class_name](DEFAULT_ETA if eta is None else float(eta), **settings)
 
-    def _build_cnn(self, n_outputs):
+    def _build_cnn(self, n_outputs, dtype):
         """A fresh, unbuilt CNN for images of shape ``self.image_shape_`` with ``n_outputs`` output nodes."""
         name = type(self).__name__
-        lam = self.lam
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"{name}: lam must be a non-negative number, got {lam!r}")
-        cnn = CNN(cost_func=self._cost_func, scheduler=self._scheduler(), seed=self.seed,
-                  backend=self.backend, dtype=self.dtype)
+        check_non_negative_number(f"{name}: lam", self.lam)
+        cnn = CNN(cost_func=self._cost_func, scheduler=self._scheduler(), seed=_seed(self.random_state, name),
+                  backend=self.backend, dtype=dtype)
         channels, height, width = self.image_shape_
         default = self.layers is None
         flat = False
         for index, (kind, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
-            where = f"{name}: layers[{index}] ({kind!r})"
             try:
                 if kind == "conv":
                     kwargs.setdefault("input_channels", channels)
@@ -219,10 +240,8 @@ class _CNNEstimator(BaseEstimator):
                         cnn.add_FlattenLayer()
                     flat = True
                     cnn.add_FullyConnectedLayer(**kwargs)
-            except TypeError as exc:
-                raise ValueError(f"{where}: {exc}") from exc
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from exc
+            except (TypeError, ValueError) as exc:  # the same type as CNN's own error, naming the entry
+                raise type(exc)(f"{name}: layers[{index}] ({kind!r}): {exc}") from exc
         if not flat:
             cnn.add_FlattenLayer()
         cnn.add_OutputLayer(n_outputs, self._output_func)
@@ -230,9 +249,11 @@ class _CNNEstimator(BaseEstimator):
 
     def _train(self, X, t):
         """Build a fresh CNN and train it on images ``X`` and 2-D targets ``t``."""
-        self.model_ = self._build_cnn(t.shape[1])
-        lam = float(self.lam)
-        self.history_ = self.model_.fit(X, t, epochs=self.epochs, lam=lam, batch_size=self.batch_size,
+        dtype = self.dtype
+        if dtype is None:  # scikit-learn's rule: float32 data stays float32, anything else is float64
+            dtype = "float32" if str(X.dtype).endswith("float32") else "float64"
+        self.model_ = self._build_cnn(t.shape[1], dtype)
+        self.history_ = self.model_.fit(X, t, epochs=self.epochs, lam=float(self.lam), batch_size=self.batch_size,
                                         shuffle=self.shuffle, verbose=self.verbose)
         return self
 
@@ -246,13 +267,7 @@ class _CNNEstimator(BaseEstimator):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
-        tags.non_deterministic = self.seed is None
         return tags
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"non_deterministic": self.seed is None}
-
-
 class CNNClassifier(ClassifierMixin, _CNNEstimator):
     """A convolutional network classifier with scikit-learn's interface.
 
@@ -263,9 +278,15 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
         output layer is added. Default :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU,
         max-pool 2x2 stride 2, flatten, dense 64 ReLU.
     image_shape : tuple of 3 ints, optional
-        ``(channels, height, width)`` to reshape every ``X`` to (one entry may
-        be -1). Default: 4-D ``X`` as is, 3-D ``X`` gets one channel, flat
-        ``X`` with a square number of features becomes one square channel.
+        ``(channels, height, width)`` (``(height, width, channels)`` with
+        ``data_format="channels_last"``) to reshape every ``X`` to; one entry
+        may be -1. Default: 4-D ``X`` as is, 3-D ``X`` gets one channel, flat
+        rows of ``N`` features are 1x(sqrt N)x(sqrt N) images when ``N`` is a
+        square, else 1x1xN.
+    data_format : {"channels_first", "channels_last"}, optional
+        The axis order of 4-D ``X`` (and of ``image_shape``): ``(n, c, h, w)``
+        or ``(n, h, w, c)``. Default None: channels-first, refusing 4-D input
+        that looks channels-last.
     eta : float, optional
         Learning rate. Default: the ``scheduler`` instance's own ``eta``, or
         1e-3 with a scheduler name.
@@ -275,16 +296,23 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
     batch_size : int, default=32
         Samples per minibatch.
     scheduler : str or Scheduler, default="adam"
-        A name from :data:`SCHEDULERS` (``"adam"``, ``"sgd"``, ``"momentum"``,
-        ``"adagrad"``, ``"rms_prop"``, ...) or an instance such as
-        ``Adam(1e-3, 0.9, 0.999)``; an instance is copied for each fit and its
-        ``eta`` replaced by ``eta`` when that is given.
-    backend : str, default="numpy"
+        A name from :data:`SCHEDULER_NAMES` (``"adam"``, ``"sgd"``,
+        ``"momentum"``, ``"adagrad"``, ``"rms_prop"``, ...) or an instance such
+        as ``Adam(1e-3, 0.9, 0.999)``; an instance is copied for each fit and
+        its ``eta`` replaced by ``eta`` when that is given.
+    backend : str, optional
         ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"`` (a name,
-        so that ``clone`` can copy it).
-    seed : int, optional
-        Seeds the initial weights and the shuffling; ``None`` differs per fit.
-    dtype : {"float32", "float64"}, default="float32"
+        so that ``clone`` can copy it). Default None: the environment variable
+        ``NNCORE_BACKEND`` if set, else NumPy.
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None
+        Seeds the initial weights and the shuffling. An int gives the same
+        model on every fit (and the weights of ``CNN(seed=random_state)``); a
+        generator is drawn from, so successive fits differ; None differs per fit.
+    dtype : {"float32", "float64"}, optional
+        The network's float type. Default None: float32 for float32 ``X``,
+        float64 for anything else (scikit-learn's convention; float32 trains
+        faster, float64 gives predictions that do not depend on the batch's
+        composition in the last bit).
     shuffle : bool, default=True
         Reshuffle the training samples every epoch.
     verbose : bool, default=False
@@ -384,7 +412,7 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6
-        return {**super()._more_tags(), "multioutput": True}
+        return {"multioutput": True}
 
     def predict(self, X):
         """Predicted targets, shape (n,) or (n, n_outputs) like the ``y`` given to ``fit``."""
@@ -398,28 +426,65 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
 def _parse_layers(layers, name):
     """``[(kind, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
     if isinstance(layers, (str, dict)) or not hasattr(layers, "__iter__"):
-        raise ValueError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
-                         f"got {layers!r}")
+        raise TypeError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
+                        f"got {layers!r}")
     parsed = []
     for index, entry in enumerate(layers):
         if isinstance(entry, str):
             entry = (entry,)
         if not isinstance(entry, (tuple, list)) or not 1 <= len(entry) <= 2:
-            raise ValueError(f"{name}: layers[{index}] must be a kind such as 'flatten' or a pair "
-                             f"(kind, {{keyword arguments}}), got {entry!r}")
+            raise TypeError(f"{name}: layers[{index}] must be a kind such as 'flatten' or a pair "
+                            f"(kind, {{keyword arguments}}), got {entry!r}")
         kind = entry[0]
         kwargs = entry[1] if len(entry) == 2 else {}
         if not isinstance(kind, str) or kind.lower() not in _KINDS:
             raise ValueError(f"{name}: layers[{index}] has unknown kind {kind!r}; use one of "
                              f"'conv', 'pool', 'flatten', 'dense' (the output layer is added for you)")
         if not isinstance(kwargs, dict):
-            raise ValueError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
+            raise TypeError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
         kind = _KINDS[kind.lower()]
         if kind == "dense" and "nodes" not in kwargs:
             raise ValueError(f"{name}: layers[{index}] ('dense') needs the number of nodes, e.g. "
                              "('dense', {'nodes': 64})")
         parsed.append((kind, dict(kwargs)))
     return parsed
+
+
+def _channels_last(data_format, name):
+    """Whether ``data_format`` says ``(n, h, w, c)``; None and "channels_first" say ``(n, c, h, w)``."""
+    if data_format is None or data_format in DATA_FORMATS:
+        return data_format == "channels_last"
+    if not isinstance(data_format, str):
+        raise TypeError(f"{name}: data_format must be one of {DATA_FORMATS} or None, "
+                        f"got {type(data_format).__name__} {data_format!r}")
+    raise ValueError(f"{name}: data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+
+
+def _refuse_channels_last(shape, name):
+    """Refuse 4-D ``shape`` that reads as ``(n, h, w, c)`` rather than ``(n, c, h, w)``."""
+    n, first, height, last = shape
+    if last in _TYPICAL_CHANNELS and first not in _TYPICAL_CHANNELS:
+        raise ValueError(
+            f"{name}: X has shape {tuple(shape)}, which looks channels-last (n, h, w, c) with {last} channel(s); "
+            f"channels-first (n, c, h, w) expected; use np.moveaxis(X, -1, 1), or pass "
+            f"data_format='channels_last' (data_format='channels_first' reads it as {first} channels "
+            f"of {height}x{last} images)")
+
+
+def _seed(random_state, name):
+    """``random_state`` as the CNN's seed: None, the int itself, or an int drawn from the generator."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**32:
+            raise ValueError(f"{name}: random_state must be in [0, 2**32), got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(np.iinfo(np.int32).max))
+    raise TypeError(f"{name}: random_state must be None, an int, a numpy RandomState or Generator, "
+                    f"got {type(random_state).__name__} {random_state!r}")
 
 
 def _require_y(estimator, y):
