@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 
-def parser(description, *, data=True):
-    """An ``ArgumentParser`` with the options every example takes."""
+def parser(description, *, data=True, backend=True):
+    """An ``ArgumentParser`` with the options every example takes (``--backend`` for those that train)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for figures and tables (default: ./out)")
     p.add_argument("--quick", action="store_true", help="a few seconds' smoke run: less data, fewer epochs")
     p.add_argument("--seed", type=int, default=2023)
-    p.add_argument("--backend", default=None, help=BACKEND_HELP)
+    if backend:
+        p.add_argument("--backend", default=None, help=BACKEND_HELP)
     if data:
         p.add_argument("--data-dir", type=Path, default=None,
                        help="folder with the four IDX files of MNIST or a data set in its format, such as "
@@ -27,16 +28,6 @@ def parser(description, *, data=True):
 #: ``--backend``'s help, the same in every example.
 BACKEND_HELP = ("numpy, cupy, auto or array_api_strict; default: the environment variable NNCORE_BACKEND "
                 "if set, else numpy")
-
-
-def idx_dataset_name(folder, name=None):
-    """The name to show for the IDX data in ``folder``: ``name`` if given, else the folder's own name.
-
-    A folder called ``mnist`` (any case) is shown as ``MNIST``; nothing looks
-    inside the files, so the name is only as true as the folder's.
-    """
-    name = name or Path(folder).resolve().name
-    return "MNIST" if name.lower() == "mnist" else name
 
 
 def write_idx(path, array):
@@ -94,7 +85,7 @@ def load_images(data_dir, n=None, size=None, seed=2023):
 
     ``size`` resizes the digits (8x8) by nearest neighbour; IDX images keep their size.
     """
-    from nncore.datasets import load_digits, load_mnist
+    from nncore.datasets import idx_dataset_name, load_digits, load_mnist
 
     if data_dir is not None:
         X_train, t_train, X_test, t_test = load_mnist(data_dir)

@@ -26,9 +26,9 @@ import sys
 
 import numpy as np
 
-from _shared import Timer, idx_dataset_name, parser, plot_accuracy, use_agg_unless_interactive, write_synthetic_idx
+from _shared import Timer, parser, plot_accuracy, use_agg_unless_interactive, write_synthetic_idx
 from nncore import CNN, RELU, Adam, CostCrossEntropy, softmax
-from nncore.datasets import load_mnist
+from nncore.datasets import idx_dataset_name, load_mnist
 
 CLAIM = 0.99
 VALIDATION = 5000

@@ -16,7 +16,7 @@ import numpy as np
 
 from backends import to_numpy
 
-__all__ = ["onehot", "load_digits", "load_mnist"]
+__all__ = ["onehot", "load_digits", "load_mnist", "idx_dataset_name"]
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (n, rows, cols)
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (n,)
@@ -176,6 +176,18 @@ def load_mnist(path=None, *, dtype="float32", data_home=None):
             raise ValueError(f"{labels_file.name} holds label {labels.max()}; MNIST labels are 0..9")
         result += [(images / 255.0).astype(dtype)[:, None, :, :], onehot(labels, 10, dtype=dtype)]
     return tuple(result)
+
+
+def idx_dataset_name(folder, name=None):
+    """The name to show for the IDX files in ``folder``: ``name`` if given, else the folder's own name.
+
+    A folder called ``mnist`` (any case) is shown as ``"MNIST"``, and so is
+    ``folder=None`` (:func:`load_mnist` then downloads MNIST). Nothing looks
+    inside the files: the name is only as true as the folder's.
+    """
+    if name is None:
+        name = "mnist" if folder is None else Path(folder).resolve().name
+    return "MNIST" if name.lower() == "mnist" else name
 
 
 def _fetch_mnist(dtype, data_home):
