@@ -1,67 +1,29 @@
 """scikit-learn estimators around :class:`nncore.CNN`: ``CNNClassifier`` and ``CNNRegressor``.
 
-They follow scikit-learn's estimator rules, so a CNN plugs into
-``GridSearchCV``, ``cross_val_score``, ``Pipeline`` and ``clone``::
+They follow scikit-learn's estimator rules (``GridSearchCV``, ``Pipeline``,
+``clone``, ...): every constructor argument is stored unchanged, and ``fit``
+checks them and builds a fresh :class:`~nncore.CNN` each time.
 
-    from sklearn.model_selection import GridSearchCV
-    from nncore.estimator import CNNClassifier
+``X`` may be ``(n, c, h, w)`` images (``(n, h, w, c)`` with
+``data_format="channels_last"``), ``(n, h, w)`` one-channel images, or flat
+rows ``(n, features)``: a square number of features is one square channel (64
+-> 1x8x8 for scikit-learn's digits), any other number ``N`` a 1x1xN image, so
+any table works; ``image_shape`` says otherwise.
 
-    search = GridSearchCV(CNNClassifier(epochs=20, random_state=0),
-                          {"eta": [1e-4, 1e-3, 1e-2], "lam": [1e-5, 1e-3, 1e-1]}, cv=3)
-    search.fit(X, y)          # X: (n, 1, 8, 8) images or (n, 64) flat; y: labels
+``layers`` lists the hidden layers; the output layer is added (softmax with
+cross entropy, or identity with squared error). Each entry is a name from the
+layer registry (:data:`nncore.layers.LAYERS`: ``"conv"``, ``"pool"``,
+``"flatten"``, ``"dense"``, their aliases, or a layer you registered), alone
+or with keyword arguments, e.g. :data:`DEFAULT_LAYERS`::
 
-Every constructor argument is stored unchanged; nothing is checked or built
-until ``fit``, which builds a fresh :class:`~nncore.CNN` each time.
+    [("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
+     ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
+     "flatten", ("dense", {"nodes": 64, "act_func": "relu"})]
 
-The architecture: ``layers``
-----------------------------
-``layers`` lists the hidden layers in order; the estimator adds the output
-layer itself (softmax over ``len(classes_)`` nodes with cross entropy for the
-classifier, ``n_outputs_`` identity nodes with squared error for the
-regressor). Each entry is a kind, alone or with the keyword arguments of the
-matching ``CNN.add_*`` method::
-
-    layers = [
-        ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
-        ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
-        "flatten",
-        ("dense", {"nodes": 64, "act_func": "relu"}),
-    ]
-
-=========== =========================================== ====================================
-kind        keyword arguments of                        notes
-=========== =========================================== ====================================
-``conv``    ``CNN.add_Convolution2DLayer``              ``input_channels`` may be left out:
-                                                        it is the image's channels or the
-                                                        previous conv's ``feature_maps``
-``pool``    ``CNN.add_PoolingLayer``
-``flatten`` (none)                                      added automatically before the
-                                                        first ``dense`` after image layers
-``dense``   ``CNN.add_FullyConnectedLayer``             ``nodes`` is required
-=========== =========================================== ====================================
-
-Activations may be given by name (``"relu"``, ``"lrelu"``, ``"sigmoid"``,
-``"tanh"``, ``"identity"``) or as the functions themselves. ``layers=None``
-uses :data:`DEFAULT_LAYERS` (the layers above), leaving the pooling layer out
-for images smaller than 2x2.
-
-The input: images, flat rows, or tabular data
----------------------------------------------
-``X`` may be 4-D images, ``(n, height, width)`` single-channel images, or
-flat rows ``(n, features)``. 4-D images are ``(n, channels, height, width)``
-("channels_first", PyTorch's order and the network's) or, with
-``data_format="channels_last"``, ``(n, height, width, channels)`` (Keras' and
-PIL's order). Left at ``None``, ``data_format`` means channels-first and
-refuses 4-D input that looks channels-last (1, 3 or 4 in the last axis, not
-in the second) instead of reading ``(n, 28, 28, 1)`` as 28 channels.
-
-Flat rows are reshaped (C order, as ``numpy.reshape``) to images: a square
-number of features becomes one square channel (64 -> 1x8x8 for
-scikit-learn's digits, 784 -> 1x28x28 for MNIST), any other number ``N`` a
-1x1xN image (one row of pixels), so any table works. ``image_shape``
-overrides this for every ``X``, whatever its rank: ``(channels, height,
-width)``, or ``(height, width, channels)`` with ``data_format="channels_last"``;
-one entry may be -1 (inferred, as in ``numpy.reshape``).
+nncore's own layers take the arguments and defaults of the course's
+``CNN.add_*`` methods (``nodes`` required); a conv's ``input_channels`` may be
+left out, and a flatten layer is added before the first dense layer after
+image layers. Other registered layers are added with ``CNN.add(name, **kw)``.
 """
 
 from __future__ import annotations
@@ -78,15 +40,16 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 from backends import backend_of, to_numpy
 
 from . import activations
+from ._array import namespace
 from .costs import CostCrossEntropy, CostOLS
+from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer, layer_class
 from .network import CNN
 from .schedulers import SCHEDULERS, Scheduler
 from .validation import check_non_negative_number
 
 __all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULER_NAMES"]
 
-#: The architecture used when ``layers`` is None (the pooling layer is left
-#: out for images smaller than 2x2).
+#: The architecture used when ``layers`` is None (no pooling for images smaller than 2x2).
 DEFAULT_LAYERS = (
     ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
     ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
@@ -94,24 +57,20 @@ DEFAULT_LAYERS = (
     ("dense", {"nodes": 64, "act_func": "relu"}),
 )
 
-#: Names accepted by ``scheduler=``: the class in :data:`nncore.schedulers.SCHEDULERS`
-#: and its settings besides ``eta``. Each class's own name, lower-cased, is one of them.
-SCHEDULER_NAMES = {
-    "adam": ("Adam", {"rho": 0.9, "rho2": 0.999}),
-    "constant": ("Constant", {}),
-    "sgd": ("Constant", {}),
-    "momentum": ("Momentum", {"momentum": 0.9}),
-    "adagrad": ("Adagrad", {}),
-    "adagradmomentum": ("AdagradMomentum", {"momentum": 0.9}),
-    "adagrad_momentum": ("AdagradMomentum", {"momentum": 0.9}),
-    "rms_prop": ("RMS_prop", {"rho": 0.9}),
-    "rmsprop": ("RMS_prop", {"rho": 0.9}),
-}
+# The settings besides ``eta`` that a scheduler given by name gets.
+_SETTINGS = {"Adam": {"rho": 0.9, "rho2": 0.999}, "Momentum": {"momentum": 0.9},
+             "AdagradMomentum": {"momentum": 0.9}, "RMS_prop": {"rho": 0.9}}
+#: ``scheduler=`` names: ``{name: (class name in nncore.schedulers.SCHEDULERS, settings)}``, each
+#: class by its lower-cased name plus the aliases "sgd", "rmsprop" and "adagrad_momentum".
+SCHEDULER_NAMES = {name.lower(): (name, _SETTINGS.get(name, {})) for name in SCHEDULERS}
+SCHEDULER_NAMES.update(sgd=SCHEDULER_NAMES["constant"], rmsprop=SCHEDULER_NAMES["rms_prop"],
+                       adagrad_momentum=SCHEDULER_NAMES["adagradmomentum"])
 DEFAULT_ETA = 1e-3
 DATA_FORMATS = ("channels_first", "channels_last")
 
-_KINDS = {"conv": "conv", "conv2d": "conv", "pool": "pool", "pooling": "pool", "flatten": "flatten",
-          "dense": "dense", "fc": "dense", "fully_connected": "dense"}
+# nncore's layers are added through the course's methods, whose defaults the descriptions rely on.
+_COURSE_ADD = {Convolution2DLayer: "add_Convolution2DLayer", Pooling2DLayer: "add_PoolingLayer",
+               FlattenLayer: "add_FlattenLayer", FullyConnectedLayer: "add_FullyConnectedLayer"}
 _TYPICAL_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a channels-last image's last axis usually holds
 
 
@@ -151,9 +110,7 @@ class _CNNEstimator(BaseEstimator):
             X = check_array(X, allow_nd=True, dtype=dtypes, estimator=self)
             xp = np
         else:  # CuPy or array_api_strict arrays stay where they are; the CNN checks their values.
-            import array_api_compat
-
-            xp = array_api_compat.array_namespace(X)
+            xp = namespace(X)
             if X.ndim < 2:
                 raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
         n = X.shape[0]
@@ -204,13 +161,12 @@ class _CNNEstimator(BaseEstimator):
             if eta is not None:
                 scheduler.eta = float(eta)
             return scheduler
-        if not isinstance(self.scheduler, str):
-            raise TypeError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
-                            f"got {type(self.scheduler).__name__} {self.scheduler!r}")
-        if self.scheduler.lower() not in SCHEDULER_NAMES:
-            raise ValueError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
-                             f"got {self.scheduler!r}")
-        class_name, settings = SCHEDULER_NAMES[self.scheduler.lower()]
+        key = self.scheduler.lower() if isinstance(self.scheduler, str) else None
+        if key not in SCHEDULER_NAMES:  # an unknown name is a ValueError, anything else a TypeError
+            raise (ValueError if key else TypeError)(
+                f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
+                f"got {type(self.scheduler).__name__} {self.scheduler!r}")
+        class_name, settings = SCHEDULER_NAMES[key]
         return SCHEDULERS[class_name](DEFAULT_ETA if eta is None else float(eta), **settings)
 
     def _build_cnn(self, n_outputs, dtype):
@@ -222,24 +178,20 @@ class _CNNEstimator(BaseEstimator):
         channels, height, width = self.image_shape_
         default = self.layers is None
         flat = False
-        for index, (kind, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
+        for index, (kind, cls, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
+            if cls is Pooling2DLayer and default and min(height, width) < 2:
+                continue
+            if cls is Convolution2DLayer:
+                kwargs.setdefault("input_channels", channels)
+                channels = kwargs.get("feature_maps", 1)
+            if cls is FullyConnectedLayer and not flat:
+                cnn.add_FlattenLayer()
+            flat = flat or cls in (FlattenLayer, FullyConnectedLayer)
             try:
-                if kind == "conv":
-                    kwargs.setdefault("input_channels", channels)
-                    cnn.add_Convolution2DLayer(**kwargs)
-                    channels = kwargs.get("feature_maps", 1)
-                elif kind == "pool":
-                    if default and min(height, width) < 2:
-                        continue
-                    cnn.add_PoolingLayer(**kwargs)
-                elif kind == "flatten":
-                    cnn.add_FlattenLayer(**kwargs)
-                    flat = True
+                if cls in _COURSE_ADD:
+                    getattr(cnn, _COURSE_ADD[cls])(**kwargs)
                 else:
-                    if not flat:
-                        cnn.add_FlattenLayer()
-                    flat = True
-                    cnn.add_FullyConnectedLayer(**kwargs)
+                    cnn.add(kind, **kwargs)
             except (TypeError, ValueError) as exc:  # the same type as CNN's own error, naming the entry
                 raise type(exc)(f"{name}: layers[{index}] ({kind!r}): {exc}") from exc
         if not flat:
@@ -262,57 +214,48 @@ class _CNNEstimator(BaseEstimator):
         check_is_fitted(self, "model_")
         return to_numpy(self.model_.predict_proba(self._images(X, reset=False)))
 
-    # ---- scikit-learn plumbing ---------------------------------------------------------
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         return tags
+
+
 class CNNClassifier(ClassifierMixin, _CNNEstimator):
     """A convolutional network classifier with scikit-learn's interface.
 
     Parameters
     ----------
     layers : list, optional
-        The hidden layers, as described in :mod:`nncore.estimator`; the softmax
-        output layer is added. Default :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU,
-        max-pool 2x2 stride 2, flatten, dense 64 ReLU.
+        The hidden layers, as described in :mod:`nncore.estimator`. Default
+        :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU, max-pool 2x2 stride 2, dense 64 ReLU.
     image_shape : tuple of 3 ints, optional
-        ``(channels, height, width)`` (``(height, width, channels)`` with
-        ``data_format="channels_last"``) to reshape every ``X`` to; one entry
-        may be -1. Default: 4-D ``X`` as is, 3-D ``X`` gets one channel, flat
-        rows of ``N`` features are 1x(sqrt N)x(sqrt N) images when ``N`` is a
-        square, else 1x1xN.
+        ``(channels, height, width)``, or ``(height, width, channels)`` with
+        ``data_format="channels_last"``, to reshape every ``X`` to (C order;
+        one entry may be -1). Default: see :mod:`nncore.estimator`.
     data_format : {"channels_first", "channels_last"}, optional
-        The axis order of 4-D ``X`` (and of ``image_shape``): ``(n, c, h, w)``
-        or ``(n, h, w, c)``. Default None: channels-first, refusing 4-D input
-        that looks channels-last.
+        The axis order of 4-D ``X`` and of ``image_shape`` (Keras' names).
+        Default None: channels-first, refusing 4-D input that looks
+        channels-last (1, 3 or 4 in the last axis, not in the second).
     eta : float, optional
-        Learning rate. Default: the ``scheduler`` instance's own ``eta``, or
-        1e-3 with a scheduler name.
+        Learning rate; default: the ``scheduler`` instance's own, or 1e-3.
     lam : float, default=0.0
         L2 penalty on all weights (not biases), as in ``CNN.fit``.
     epochs : int, default=30
     batch_size : int, default=32
-        Samples per minibatch.
     scheduler : str or Scheduler, default="adam"
-        A name from :data:`SCHEDULER_NAMES` (``"adam"``, ``"sgd"``,
-        ``"momentum"``, ``"adagrad"``, ``"rms_prop"``, ...) or an instance such
-        as ``Adam(1e-3, 0.9, 0.999)``; an instance is copied for each fit and
-        its ``eta`` replaced by ``eta`` when that is given.
+        A name from :data:`SCHEDULER_NAMES` (``"adam"``, ``"sgd"``, ``"momentum"``,
+        ...) or an instance such as ``Adam(1e-3, 0.9, 0.999)``, copied for each
+        fit (its ``eta`` replaced by ``eta`` when that is given).
     backend : str, optional
-        ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"`` (a name,
-        so that ``clone`` can copy it). Default None: the environment variable
-        ``NNCORE_BACKEND`` if set, else NumPy.
+        ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"``. Default
+        None: the environment variable ``NNCORE_BACKEND`` if set, else NumPy.
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None
-        Seeds the initial weights and the shuffling. An int gives the same
-        model on every fit (and the weights of ``CNN(seed=random_state)``); a
-        generator is drawn from, so successive fits differ; None differs per fit.
+        Seeds the initial weights and the shuffling. An int gives the same model
+        on every fit (the weights of ``CNN(seed=random_state)``); a generator is
+        drawn from, so successive fits differ; None differs per fit.
     dtype : {"float32", "float64"}, optional
-        The network's float type. Default None: float32 for float32 ``X``,
-        float64 for anything else (scikit-learn's convention; float32 trains
-        faster, float64 gives predictions that do not depend on the batch's
-        composition in the last bit).
+        Default None: float32 for float32 ``X``, else float64, as scikit-learn
+        does (float64 predictions do not depend on the batch in the last bit).
     shuffle : bool, default=True
         Reshuffle the training samples every epoch.
     verbose : bool, default=False
@@ -420,33 +363,30 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
         return out[:, 0] if self._y_1d else out
 
 
-# ---- helpers ---------------------------------------------------------------------------
-
-
 def _parse_layers(layers, name):
-    """``[(kind, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
+    """``[(name, layer class, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
     if isinstance(layers, (str, dict)) or not hasattr(layers, "__iter__"):
         raise TypeError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
                         f"got {layers!r}")
     parsed = []
     for index, entry in enumerate(layers):
-        if isinstance(entry, str):
-            entry = (entry,)
+        entry = (entry,) if isinstance(entry, str) else entry
         if not isinstance(entry, (tuple, list)) or not 1 <= len(entry) <= 2:
-            raise TypeError(f"{name}: layers[{index}] must be a kind such as 'flatten' or a pair "
-                            f"(kind, {{keyword arguments}}), got {entry!r}")
-        kind = entry[0]
-        kwargs = entry[1] if len(entry) == 2 else {}
-        if not isinstance(kind, str) or kind.lower() not in _KINDS:
-            raise ValueError(f"{name}: layers[{index}] has unknown kind {kind!r}; use one of "
-                             f"'conv', 'pool', 'flatten', 'dense' (the output layer is added for you)")
+            raise TypeError(f"{name}: layers[{index}] must be a layer name such as 'flatten' or a pair "
+                            f"(name, {{keyword arguments}}), got {entry!r}")
+        kind, kwargs = entry[0], (entry[1] if len(entry) == 2 else {})
+        try:
+            cls = layer_class(kind)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: layers[{index}] has unknown kind {kind!r}: {exc}") from None
+        if issubclass(cls, OutputLayer):
+            raise ValueError(f"{name}: layers[{index}] is an output layer; the estimator adds it for you")
         if not isinstance(kwargs, dict):
             raise TypeError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
-        kind = _KINDS[kind.lower()]
-        if kind == "dense" and "nodes" not in kwargs:
-            raise ValueError(f"{name}: layers[{index}] ('dense') needs the number of nodes, e.g. "
+        if cls is FullyConnectedLayer and "nodes" not in kwargs:
+            raise ValueError(f"{name}: layers[{index}] ({kind!r}) needs the number of nodes, e.g. "
                              "('dense', {'nodes': 64})")
-        parsed.append((kind, dict(kwargs)))
+        parsed.append((kind, cls, dict(kwargs)))
     return parsed
 
 
@@ -454,15 +394,13 @@ def _channels_last(data_format, name):
     """Whether ``data_format`` says ``(n, h, w, c)``; None and "channels_first" say ``(n, c, h, w)``."""
     if data_format is None or data_format in DATA_FORMATS:
         return data_format == "channels_last"
-    if not isinstance(data_format, str):
-        raise TypeError(f"{name}: data_format must be one of {DATA_FORMATS} or None, "
-                        f"got {type(data_format).__name__} {data_format!r}")
-    raise ValueError(f"{name}: data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+    raise (ValueError if isinstance(data_format, str) else TypeError)(
+        f"{name}: data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
 
 
 def _refuse_channels_last(shape, name):
     """Refuse 4-D ``shape`` that reads as ``(n, h, w, c)`` rather than ``(n, c, h, w)``."""
-    n, first, height, last = shape
+    _, first, height, last = shape
     if last in _TYPICAL_CHANNELS and first not in _TYPICAL_CHANNELS:
         raise ValueError(
             f"{name}: X has shape {tuple(shape)}, which looks channels-last (n, h, w, c) with {last} channel(s); "
@@ -493,20 +431,18 @@ def _require_y(estimator, y):
 
 
 def _image_shape(image_shape, features, name):
-    """``image_shape`` with its -1 resolved for ``features`` values per sample."""
+    """``image_shape`` with its -1 resolved for ``features`` values per sample, as ``numpy.reshape`` does."""
     try:
         shape = tuple(int(s) for s in image_shape)
     except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        shape = ()
+    if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
         raise ValueError(f"{name}: image_shape must be (channels, height, width) with positive ints and at most "
                          f"one -1, got {image_shape!r}")
     known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if features % known:
-            raise ValueError(f"{name}: cannot read {features} features per sample as images of shape {shape}")
+    if -1 in shape and features % known == 0:
         shape = tuple(features // known if s == -1 else s for s in shape)
     if math.prod(shape) != features:
         raise ValueError(f"{name}: X has {features} features per sample, but image_shape={tuple(image_shape)} "
-                         f"needs {math.prod(shape)}")
+                         f"needs {'a multiple of ' if -1 in shape else ''}{known}")
     return shape

@@ -13,6 +13,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from nncore import Adam, Momentum
 from nncore.estimator import DEFAULT_LAYERS, CNNClassifier, CNNRegressor
+from nncore.layers import Layer, register_layer
 
 SMALL = [("conv", {"feature_maps": 4, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
          ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
@@ -387,3 +388,46 @@ def test_scheduler_names_agree_with_the_scheduler_classes():
             assert type(scheduler).__name__ == cls
     # No second table under the same name with other values (issue 10).
     assert getattr(estimator, "SCHEDULERS", schedulers.SCHEDULERS) is schedulers.SCHEDULERS
+
+
+# ---- the layers description goes through the layer registry ------------------------------------
+
+
+@register_layer("users_test_gain", aliases=("UsersTestGain",))
+class GainLayer(Layer):
+    """``a * gain``, a fixed factor: a parameter-free toy layer defined outside nncore. Any input shape."""
+
+    def __init__(self, gain=2.0, seed=None):
+        super().__init__(seed)
+        self.gain = float(gain)
+
+    def forward(self, a, training=False):
+        return a * self.gain
+
+    def backward(self, delta, need_input_grad=True):
+        return delta * self.gain
+
+    def get_config(self):
+        return {"gain": self.gain}
+
+
+def test_layers_by_any_registered_name(digits):
+    X, y = digits
+    # nncore's class names are registered names too, and a layer registered here works like nncore's own.
+    named = [("Convolution2DLayer", {"feature_maps": 4}), ("users_test_gain", {"gain": 0.5}), "maxpool",
+             ("fully_connected", {"nodes": 8}), "UsersTestGain"]
+    model = CNNClassifier(named, epochs=1, random_state=0).fit(X[:60], y[:60]).model_
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "Convolution2DLayer", "GainLayer", "Pooling2DLayer", "FlattenLayer", "FullyConnectedLayer", "GainLayer",
+        "OutputLayer"]
+    assert model.layers[1].gain == 0.5 and model.layers[5].gain == 2.0
+    # The factor really is applied: gain 0 leaves only the (zero) initial biases, so every class gets 0.1.
+    zeroed = CNNClassifier([("users_test_gain", {"gain": 0.0}), ("dense", {"nodes": 4})], epochs=1, eta=1e-30,
+                           random_state=0).fit(X[:60], y[:60])
+    np.testing.assert_allclose(zeroed.predict_proba(X[:5]), np.full((5, 10), 0.1), rtol=1e-4)
+    with pytest.raises(ValueError, match=r"layers\[0\] is an output layer; the estimator adds it"):
+        CNNClassifier([("output", {"nodes": 10})], epochs=1).fit(X[:20], y[:20])
+    with pytest.raises(ValueError, match=r"unknown kind 'lstm'.*registered layers are \[.*'conv'.*'users_test_gain'"):
+        CNNClassifier([("lstm", {})], epochs=1).fit(X[:20], y[:20])
+    with pytest.raises(TypeError, match=r"layers\[0\] \('users_test_gain'\).*unexpected keyword"):
+        CNNClassifier([("users_test_gain", {"factor": 3})], epochs=1).fit(X[:20], y[:20])
