@@ -313,15 +313,15 @@ def test_to_the_gpu_and_back(cupy_backend, rng):
 
 # fit's host reads: the checks of X and t once per call, then per epoch the loss, the accuracy and
 # the finiteness of the weights (and the validation scores when there is validation data).
-MAX_SYNCS_PER_CALL, MAX_SYNCS_PER_EPOCH = 4, 4
+MAX_READS_PER_CALL, MAX_READS_PER_EPOCH = 3, 4
 
 
 def count_host_syncs(monkeypatch):
-    """A list that grows by one entry each time CuPy copies to the host or waits for a stream.
+    """A list that grows each time CuPy makes the host wait for the GPU.
 
-    ``ndarray.get`` (and so ``float``, ``bool``, ``int`` of a CuPy array, ``cupy.asnumpy``) and
-    ``Device.synchronize`` announce themselves through ``cupy._core.syncdetect``; stream waits go
-    through ``Stream.synchronize``.
+    ``ndarray.get`` (behind ``float``, ``bool``, ``int`` of a CuPy array and ``cupy.asnumpy``) and
+    ``Device.synchronize`` announce themselves through ``cupy._core.syncdetect``; waits for a stream,
+    also the one inside ``get``, go through ``Stream.synchronize``. So one read back may count twice.
     """
     import cupy
     from cupy._core import syncdetect
@@ -348,10 +348,13 @@ def test_training_waits_for_the_gpu_per_epoch_not_per_batch(cupy_backend, monkey
         pytest.skip("counts CuPy's own synchronisations; the stand-in has none")
     import cupy
 
+    total = be.xp.sum(be.asarray([1.0, 2.0]))
     seen = count_host_syncs(monkeypatch)
-    float(be.xp.sum(be.asarray([1.0, 2.0])))
+    float(total)
+    assert 1 <= len(seen) <= 2, f"the counter missed a read back: {seen}"
     cupy.cuda.get_current_stream().synchronize()
-    assert seen == ["read back", "stream wait"], f"the counter missed CuPy's synchronisations: {seen}"
+    assert seen[-1] == "stream wait", f"the counter missed a stream synchronisation: {seen}"
+    events_per_read = len(seen) - 1
 
     X, t = to_backend(be, "float32", *images(rng, 64))
     counts = {}
@@ -361,5 +364,5 @@ def test_training_waits_for_the_gpu_per_epoch_not_per_batch(cupy_backend, monkey
         seen.clear()
         cnn.fit(X, t, epochs=2, batches=batches, verbose=False)
         counts[batches] = len(seen)
-    assert counts[16] == counts[2], f"host synchronisations in 2 epochs by batches per epoch: {counts}"
-    assert counts[16] <= MAX_SYNCS_PER_CALL + 2 * MAX_SYNCS_PER_EPOCH, counts
+    assert counts[16] == counts[2], f"host synchronisations in 2 epochs, by batches per epoch: {counts}"
+    assert counts[16] <= events_per_read * (MAX_READS_PER_CALL + 2 * MAX_READS_PER_EPOCH), counts
