@@ -18,7 +18,7 @@ What is measured (see benchmarks/README.md):
   permutation, zero_grad, forward, loss, backward, step, loss summed on the
   device as nncore does). Inference: ``CNN.predict_proba(X)`` against torch
   ``softmax(model(x))`` under ``inference_mode`` on chunks of the same size
-  (1024, nncore's default).
+  (1024, nncore's default; with ``--batch-sizes``, the batch size).
 * Interleaving: in each repetition the workloads run A, B, A, B ... and
   nncore and torch alternate which goes first; the ratio quoted is the MEDIAN
   of the per-repetition ratios nncore/torch (> 1: nncore faster). Each timed
@@ -165,9 +165,9 @@ def make_data(n, side, seed=0):
 class NncoreRunner:
     name = "nncore"
 
-    def __init__(self, workload, batch, side, n_batches, backend):
+    def __init__(self, workload, batch, side, n_batches, backend, predict_batch=PREDICT_BATCH):
         self.cnn = build_nncore(workload, side, backend)
-        self.batch = batch
+        self.batch, self.predict_batch = batch, predict_batch
         X, t, self.labels = make_data(batch * n_batches, side)
         be = self.cnn.backend
         self.X, self.t = be.asarray(X), be.asarray(t)  # on the device, as a user would keep it
@@ -201,7 +201,7 @@ class NncoreRunner:
         self.cnn.backend.synchronize()
 
     def infer(self):
-        out = self.cnn.predict_proba(self.X, batch_size=PREDICT_BATCH)
+        out = self.cnn.predict_proba(self.X, batch_size=self.predict_batch)
         self.cnn.backend.synchronize()
         return out
 
@@ -213,7 +213,8 @@ class TorchRunner:
     """The torch side; ``precision`` (GPU only) is the TF32 setting applied before each call, see
     :func:`tf32_settings`; ``None`` leaves torch's settings alone."""
 
-    def __init__(self, workload, batch, side, n_batches, backend, cnn=None, precision=None, name="torch"):
+    def __init__(self, workload, batch, side, n_batches, backend, cnn=None, precision=None, name="torch",
+                 predict_batch=PREDICT_BATCH):
         import torch
 
         self.torch = torch
@@ -224,7 +225,7 @@ class TorchRunner:
         self.model = build_torch(workload, cnn, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.batch = batch
+        self.batch, self.predict_batch = batch, predict_batch
         X, _, labels = make_data(batch * n_batches, side)
         self.X = torch.from_numpy(X).to(self.device)
         self.y = torch.from_numpy(labels).to(self.device)
@@ -267,8 +268,8 @@ class TorchRunner:
         torch = self.torch
         self.model.eval()
         with torch.inference_mode():
-            out = [torch.softmax(self.model(self.X[i : i + PREDICT_BATCH]), dim=1)
-                   for i in range(0, self.X.shape[0], PREDICT_BATCH)]
+            out = [torch.softmax(self.model(self.X[i : i + self.predict_batch]), dim=1)
+                   for i in range(0, self.X.shape[0], self.predict_batch)]
             out = torch.cat(out) if len(out) > 1 else out[0]
         self.sync()
         return out
@@ -329,13 +330,14 @@ def memory_child(spec):
     """Run in a fresh process: peak RSS growth (bytes) of ``spec['mode']`` calls, plus their timing."""
     lib, workload, batch, side, n_batches = (spec[k] for k in ("lib", "workload", "batch", "side", "n_batches"))
     backend, mode, repeats = spec["backend"], spec["mode"], spec.get("repeats", 2)
+    chunk = spec.get("predict_batch", PREDICT_BATCH)
     if lib == "torch":
         import torch
 
         torch.set_num_threads(spec["threads"])
-        runner = TorchRunner(workload, batch, side, n_batches, backend)
+        runner = TorchRunner(workload, batch, side, n_batches, backend, predict_batch=chunk)
     else:
-        runner = NncoreRunner(workload, batch, side, n_batches, backend)
+        runner = NncoreRunner(workload, batch, side, n_batches, backend, chunk)
     gc.collect()
     _malloc_trim()
     before = _status("VmRSS")
@@ -348,7 +350,8 @@ def memory_child(spec):
 
 def measure_in_child(args, lib, workload, batch, side, n_batches, mode, repeats=2):
     spec = {"lib": lib, "workload": workload, "batch": batch, "side": side, "n_batches": n_batches,
-            "mode": mode, "backend": args.backend, "threads": args.threads, "repeats": repeats}
+            "mode": mode, "backend": args.backend, "threads": args.threads, "repeats": repeats,
+            "predict_batch": predict_chunk(args, batch)}
     env = dict(os.environ)
     env.pop("NNCORE_FAST_PATHS", None) if not args.generic else env.update(NNCORE_FAST_PATHS="0")
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
@@ -552,6 +555,11 @@ def parse_args(argv=None):
     return args
 
 
+def predict_chunk(args, batch):
+    """Inference runs in chunks of the batch size when ``--batch-sizes`` is given, else of 1024."""
+    return batch if args.batch_sizes else PREDICT_BATCH
+
+
 def plan(args):
     """What a run with ``args`` times, in words (``--dry-run``)."""
     torch_runs = {"default": ["torch (its default TF32 settings)"], "off": ["torch (TF32 off)"],
@@ -564,8 +572,9 @@ def plan(args):
              f"heap: {args.heap}; memory: " + ("no" if args.no_memory else "GPU, in this process"
                                                 if args.backend == "cupy" else "RSS, fresh processes")]
     for workload, batch in args.cases:
-        lines.append(f"case {workload} batch {batch}: {batch * args.n_batches} images per repetition, train and "
-                     f"infer; nncore against {', '.join(torch_runs)}")
+        lines.append(f"case {workload} batch {batch}: {batch * args.n_batches} images per repetition, train in "
+                     f"batches of {batch} and infer in chunks of {predict_chunk(args, batch)}; nncore against "
+                     f"{', '.join(torch_runs)}")
     if args.sweep:
         lines.append("then the scaling sweep of B training (fresh processes)")
     return "\n".join(line for line in lines if line)
@@ -606,10 +615,11 @@ def main(argv=None):
     runners, images, checks = {}, {}, {}
     for case in args.cases:
         workload, batch = case
-        group = [NncoreRunner(workload, batch, 28, args.n_batches, args.backend)]
+        chunk = predict_chunk(args, batch)
+        group = [NncoreRunner(workload, batch, 28, args.n_batches, args.backend, chunk)]
         weights = build_nncore(workload)
         group += [TorchRunner(workload, batch, 28, args.n_batches, args.backend, cnn=weights, precision=precision,
-                              name=name) for name, precision in precisions.items()]
+                              name=name, predict_batch=chunk) for name, precision in precisions.items()]
         probe = make_data(16, 28, seed=1)[0]
         ours = group[0].output(probe)
         for runner in group[1:]:
@@ -664,8 +674,10 @@ def main(argv=None):
                + ", ".join(differences))
     for workload in args.workloads:
         batches = args.batch_sizes or [WORKLOADS[workload][1]]
+        chunks = sorted({predict_chunk(args, batch) for batch in batches})
         out.append(f"- workload {workload} ({WORKLOADS[workload][0]}): batch {', '.join(map(str, batches))}, "
-                   f"{args.n_batches} minibatches per repetition, "
+                   f"{args.n_batches} minibatches per repetition, inference in chunks of "
+                   f"{'the batch size' if args.batch_sizes else chunks[0]}, "
                    f"{forward_flops(workload) / 1e6:.2f} MFLOP per image forward")
     if args.backend == "cupy":
         settings = "; ".join(f"{name}: conv {p['conv']}, matmul {p['matmul']}" for name, p in precisions.items())
