@@ -5,6 +5,8 @@ Run with ``python -m pytest -m gpu``. Every test here takes ``cupy_backend`` or
 saying why, without CuPy and a CUDA GPU. The reference is nncore on NumPy, which
 the other test files check against nested loops, scipy and finite differences;
 the convolution's forward pass is checked against scipy here as well.
+``NNCORE_TEST_CUPY_STANDIN=1`` runs these tests on array_api_strict "device1"
+where there is no GPU, which checks the tests themselves (not CuPy).
 
 Tolerances: float64 agrees to rounding (rtol 1e-10 for one op, 1e-9 after a few
 epochs of training); float32 to the accuracy of float32 sums taken in another
