@@ -9,6 +9,7 @@ training alone; it skips when mpi4py or mpiexec is missing.
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -264,3 +265,170 @@ def test_launched_size_and_local_rank_from_the_environment(monkeypatch):
     monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
     monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "3")
     assert (distributed.launched_size(), distributed.local_rank()) == (4, 3)
+
+
+# ---- real processes under mpiexec ------------------------------------------------------------------
+
+
+def mpiexec():
+    """The mpiexec of the MPI that mpi4py uses (pip's MPICH puts it next to python), else the one on PATH."""
+    pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore[mpi]')")
+    found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("mpiexec is not installed (pip install 'nncore[mpi]' brings MPICH's)")
+    return found
+
+
+def script_command(script, processes, *args):
+    command = [sys.executable, str(SCRIPTS / script), *map(str, args)]
+    return [mpiexec(), "-n", str(processes), *command] if processes > 1 else command
+
+
+def script_env():
+    # One BLAS thread per process: N processes share this machine's cores.
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_SIZE_VARIABLES}
+    return {**env, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def start_script(script, processes, *args):
+    """Start ``script`` alone (``processes=1``) or under mpiexec, in its own session; returns the Popen."""
+    return subprocess.Popen(script_command(script, processes, *args), cwd=ROOT, env=script_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(process, timeout=TIMEOUT):
+    """``(returncode, stdout, stderr)``; a run past ``timeout`` is stopped and fails the test as a hang."""
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.terminate()  # SIGTERM lets mpiexec take its processes down with it
+        try:
+            out, err = process.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        pytest.fail(f"{' '.join(process.args[-4:])} still ran after {timeout} s (a hang?)\n{out}\n{err}")
+    return process.returncode, out, err
+
+
+def run_script(script, processes, out, *args, ok=True):
+    code, stdout, stderr = finish(start_script(script, processes, out, *args))
+    if ok:
+        assert code == 0, f"{script} on {processes} process(es) exited with {code}:\n{stdout}\n{stderr}"
+    return code, stdout, stderr
+
+
+def rank_files(out, processes, suffix=".npz"):
+    if suffix == ".npz":
+        return [dict(np.load(out / f"rank{r}.npz")) for r in range(processes)]
+    return [json.loads((out / f"rank{r}{suffix}").read_text()) for r in range(processes)]
+
+
+def fit_has_comm():
+    import inspect
+
+    from nncore import CNN
+
+    return "comm" in inspect.signature(CNN.fit).parameters
+
+
+needs_fit_comm = pytest.mark.skipif(not fit_has_comm(), reason="waiting for the lead's 'fit: data-parallel' "
+                                    "commit: CNN.fit has no comm parameter yet")
+
+
+@pytest.mark.slow
+def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
+    """distributed.world()'s exception hook: rank 0 would otherwise wait at a barrier forever."""
+    started = time.monotonic()
+    code, _, stderr = run_script("uncaught.py", 2, tmp_path, ok=False)
+    assert code != 0 and time.monotonic() - started < 60
+    assert "RuntimeError: uncaught on rank 1" in stderr
+    assert "nncore rank 1: uncaught RuntimeError; stopping all 2 processes" in stderr
+
+
+@pytest.mark.slow
+@needs_fit_comm
+@pytest.mark.parametrize("processes,batch_size", [(2, 7), (3, 7), (3, 2)])
+def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, batch_size):
+    """40 samples in batches of 7 (odd; the last has 5) or 2 (one process of three gets none): the
+    same weights and scores as one process after 3 epochs, and identical weights on every process
+    after every epoch (bitwise: every process applies the same summed gradient)."""
+    run_script("train.py", 1, tmp_path / "one", batch_size)
+    run_script("train.py", processes, tmp_path / "many", batch_size)
+    (alone,), ranks = rank_files(tmp_path / "one", 1), rank_files(tmp_path / "many", processes)
+    for key, expected in alone.items():
+        np.testing.assert_allclose(ranks[0][key], expected, rtol=1e-10, atol=1e-13, err_msg=key)
+        for rank, results in enumerate(ranks[1:], start=1):
+            np.testing.assert_array_equal(results[key], ranks[0][key], err_msg=f"rank {rank}: {key}")
+    assert np.isfinite(alone["scores:val_acc"]).all() and len(alone["scores:train_error"]) == 3
+    assert not np.array_equal(alone["epoch0:0.kernel"], alone["epoch2:0.kernel"])  # it did train
+
+
+@pytest.mark.slow
+@needs_fit_comm
+def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path):
+    started = time.monotonic()
+    code, stdout, stderr = run_script("fail.py", 2, tmp_path, ok=False)
+    assert code != 0 and time.monotonic() - started < 60
+    assert "nncore rank 1:" in stderr and "injected failure on rank 1" in stderr
+    assert "fit returned" not in stdout
+
+
+@pytest.mark.slow
+@needs_fit_comm
+@pytest.mark.parametrize("errors", ["ignore", "raise"])
+def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors):
+    """As in one process: TrainingDivergedError in epoch 2, weights of epoch 1, on every process,
+    also when NumPy raises FloatingPointError inside one process's share of a step."""
+    run_script("diverge.py", 1, tmp_path / "one", errors)
+    run_script("diverge.py", 2, tmp_path / "two", errors)
+    (alone,), ranks = rank_files(tmp_path / "one", 1), rank_files(tmp_path / "two", 2)
+    assert int(alone["epoch"]) == 2
+    for results in ranks:
+        assert int(results["epoch"]) == 2
+        for key, expected in alone.items():
+            np.testing.assert_allclose(results[key], expected, rtol=1e-10, err_msg=key)
+
+
+@pytest.mark.slow
+@needs_fit_comm
+def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
+    from nncore import CNN
+
+    run_script("save_load.py", 2, tmp_path)
+    ranks = rank_files(tmp_path, 2, ".json")
+    assert [r["writes"] for r in ranks] == [1, 0]
+    assert all(r["written"] and r["loaded_predicts_the_same"] for r in ranks)
+    assert ranks[0]["path"] == ranks[1]["path"] == str(tmp_path / "model.npz")
+    X = np.random.default_rng(0).random((40, 1, 6, 6))  # _common.image_data's X
+    proba = CNN.load(tmp_path / "model.npz").predict_proba(X)
+    np.testing.assert_array_equal(proba, np.load(tmp_path / "proba0.npy"))
+    np.testing.assert_array_equal(proba, np.load(tmp_path / "proba1.npy"))
+
+
+@pytest.mark.slow
+@needs_fit_comm
+@pytest.mark.parametrize("target", ["mpiexec", "rank 1 only"])
+def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
+    """SIGINT to mpiexec's process group (mpiexec forwards it to every process, as a terminal's
+    Ctrl-C would), or to one process only: every process finishes the same step, keeps the same
+    weights, exits 0, and fit gives the SIGINT handler back."""
+    process = start_script("interrupt.py", 2, tmp_path)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 60)  # rank 0 prints "training" a few steps in
+        line = process.stdout.readline() if ready else "(nothing within 60 s)"
+        assert line.strip() == "training", line
+        if target == "mpiexec":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(int((tmp_path / "pid1").read_text()), signal.SIGINT)
+    finally:
+        code, stdout, stderr = finish(process, timeout=60)
+    assert code == 0, stdout + stderr
+    ranks = rank_files(tmp_path, 2)
+    steps = [int(r["steps"]) for r in ranks]
+    assert steps[0] == steps[1] and 3 <= steps[0] < int(ranks[0]["planned"])
+    assert all(bool(r["handler_restored"]) for r in ranks)
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
