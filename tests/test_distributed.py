@@ -432,3 +432,32 @@ def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
     assert all(bool(r["handler_restored"]) for r in ranks)
     for key in ranks[0]:
         np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
+
+
+# ---- hyper-parameter search over processes ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_grid_search_on_two_processes_gives_the_same_results_as_on_one():
+    """GridSearchCV(n_jobs=2) fits the candidates in joblib's worker processes; every fit is seeded,
+    so the scores are exactly those of n_jobs=1."""
+    from sklearn.model_selection import GridSearchCV
+
+    from nncore.datasets import load_digits
+    from nncore.estimator import CNNClassifier
+
+    X, t = load_digits()
+    X, y = X[:160], t[:160].argmax(axis=1)
+    estimator = CNNClassifier(layers=[("conv", {"feature_maps": 4, "act_func": "relu"}), ("dense", {"nodes": 16})],
+                              epochs=3, batch_size=32, dtype="float64")
+    seed = "random_state" if "random_state" in estimator.get_params() else "seed"  # being renamed to random_state
+    estimator.set_params(**{seed: 0})
+    grid = {"eta": [1e-3, 3e-2], "lam": [0.0, 1e-2]}
+    results = [GridSearchCV(estimator, grid, cv=2, n_jobs=jobs, return_train_score=True).fit(X, y)
+               for jobs in (1, 2)]
+    keys = [key for key in results[0].cv_results_ if key.endswith("_score") and "time" not in key]
+    assert "split1_test_score" in keys and "mean_train_score" in keys
+    for key in keys:
+        np.testing.assert_array_equal(results[1].cv_results_[key], results[0].cv_results_[key], err_msg=key)
+    assert results[1].best_params_ == results[0].best_params_
+    assert len(set(results[0].cv_results_["mean_test_score"])) > 1  # the grid matters: not a constant score
