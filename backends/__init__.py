@@ -12,12 +12,10 @@ from .core import (
     available,
     backend_of,
     dtype_name,
-    fast_path,
-    fast_paths_enabled,
     get_backend,
     to_numpy,
-    use_fast_paths,
 )
+from .fast_paths import fast_path, fast_paths_enabled, register_fast_paths, use_fast_paths
 
 __all__ = [
     "NAMES",
@@ -28,6 +26,7 @@ __all__ = [
     "fast_path",
     "fast_paths_enabled",
     "get_backend",
+    "register_fast_paths",
     "to_numpy",
     "use_fast_paths",
 ]

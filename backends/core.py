@@ -16,9 +16,11 @@ import numpy as np
 NAMES = ("numpy", "cupy", "array_api_strict", "auto")
 FLOAT_DTYPES = ("float32", "float64")
 
+# Not `pip install "nncore[cupy]"`: the name nncore on the package index is another project.
 _CUPY_INSTALL_HINT = (
-    'CuPy is not installed. Install it with `pip install "nncore[cupy]"` (CUDA 12), '
-    "or pick the wheel matching your CUDA toolkit, e.g. `pip install cupy-cuda11x`. "
+    "CuPy is not installed. Install the CuPy wheel for your CUDA version "
+    "(`pip install cupy-cuda12x` for CUDA 12, `pip install cupy-cuda13x` for CUDA 13, ...), "
+    'or `pip install ".[cupy]"` from a clone of this repository. '
     "On Colab, CuPy is preinstalled on GPU runtimes."
 )
 
@@ -118,7 +120,7 @@ def get_backend(name=None, device=None) -> Backend:
     Raises
     ------
     ValueError
-        Unknown name or device.
+        Unknown name or device; ``NNCORE_BACKEND`` set to an unknown name.
     ImportError
         ``"cupy"`` asked for but CuPy is not installed.
     RuntimeError
@@ -127,10 +129,17 @@ def get_backend(name=None, device=None) -> Backend:
     if isinstance(name, Backend):
         return name
     if name is None:
-        name = os.environ.get("NNCORE_BACKEND", "").strip() or "numpy"
+        name = os.environ.get("NNCORE_BACKEND", "").strip()
+        if not name:
+            return _numpy(device)
+        if _key(name) not in NAMES:
+            raise ValueError(
+                f"environment variable NNCORE_BACKEND={name!r} is not a backend; "
+                f"valid names are {', '.join(map(repr, NAMES))}"
+            )
     if not isinstance(name, str):
         raise TypeError(f"backend must be a name or a Backend, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
+    key = _key(name)
     if key == "auto":
         return _cupy(device) if _cupy_works() else _numpy(device)
     if key == "numpy":
@@ -140,6 +149,11 @@ def get_backend(name=None, device=None) -> Backend:
     if key == "array_api_strict":
         return _strict(device)
     raise ValueError(f"unknown backend {name!r}; valid names are {', '.join(map(repr, NAMES))}")
+
+
+def _key(name):
+    """The canonical spelling of a backend name (``"Array-API-Strict"`` -> ``"array_api_strict"``)."""
+    return name.strip().lower().replace("-", "_")
 
 
 def available() -> list[str]:
@@ -166,46 +180,6 @@ def to_numpy(x) -> np.ndarray:
     if module.startswith("torch"):
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-# ---- fast paths -------------------------------------------------------------------
-# Library-specific replacements for generic array functions (see backends/numpy_fast.py).
-# Off when NNCORE_FAST_PATHS=0; tests switch them with ``use_fast_paths(False)``.
-_fast_enabled = os.environ.get("NNCORE_FAST_PATHS", "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def fast_path(name, *arrays):
-    """A faster implementation of the array function ``name`` for ``arrays``, or ``None``.
-
-    Returns a function only when every array is a real ``numpy.ndarray`` (not a
-    subclass, not array_api_strict, not CuPy) and fast paths are enabled; it
-    takes the same arguments as the generic function and gives the same numbers.
-    """
-    if not _fast_enabled or not arrays or any(type(a) is not np.ndarray for a in arrays):
-        return None
-    from .numpy_fast import FAST_PATHS
-
-    return FAST_PATHS.get(name)
-
-
-class use_fast_paths:
-    """Switch fast paths on or off (``with use_fast_paths(False): ...``, or call it)."""
-
-    def __init__(self, enabled=True):
-        global _fast_enabled
-        self.previous, _fast_enabled = _fast_enabled, bool(enabled)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        global _fast_enabled
-        _fast_enabled = self.previous
-
-
-def fast_paths_enabled() -> bool:
-    """Whether :func:`fast_path` may return replacements."""
-    return _fast_enabled
 
 
 def backend_of(x) -> Backend:

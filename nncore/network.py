@@ -1,40 +1,28 @@
 """CNN: an ordered list of layers, trained by minibatch gradient descent.
 
-Data flows one way: ``forward`` down the layer list, ``backward`` up it.
+Data flows one way: ``forward`` down the layer list, ``backward`` up it. The
+training loop lives in :mod:`nncore.training`, the parameters in one flat
+buffer (:mod:`nncore.parameters`), the model file in :mod:`nncore.model_state`
+and :mod:`nncore.io`.
 """
 
-import copy
 import math
-import sys
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from backends import backend_of, dtype_name, get_backend
 
-from . import activations, costs
-from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
+from . import activations, costs, model_state, training
+from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, Layer, OutputLayer, Pooling2DLayer
+from .layers import layer_class
+from .parameters import FlatParameters
 from .schedulers import Adam, Scheduler
-from .validation import as_host_or_device_array, as_model_array, check_non_negative_number, check_positive_int
+from .training import TrainingDivergedError
+from .validation import as_host_or_device_array, as_model_array, check_positive_int
 
-SCORE_KEYS = ("train_error", "train_acc", "val_error", "val_acc")
 PREDICT_BATCH = 1024
 
-
-class TrainingDivergedError(FloatingPointError):
-    """The training loss (or a weight) became NaN or infinite.
-
-    ``fit`` raises it after restoring the weights and scheduler state of the
-    last epoch that ended finite. Attributes: ``epoch`` (1-based, the epoch
-    that diverged), ``loss`` (its loss) and ``scores`` (the scores dict up to
-    the last finite epoch, NaN after).
-    """
-
-    def __init__(self, message, epoch=None, loss=None, scores=None):
-        super().__init__(message)
-        self.epoch = epoch
-        self.loss = loss
-        self.scores = scores
+__all__ = ["CNN", "TrainingDivergedError"]
 
 
 class CNN:
@@ -45,13 +33,14 @@ class CNN:
     cost_func : cost factory
         ``CostCrossEntropy`` (default), ``CostLogReg`` or ``CostOLS``.
     scheduler : Scheduler
-        Update rule copied to every parameter; default ``Adam(eta=1e-4, rho=0.9, rho2=0.999)``.
+        Update rule for every parameter; default ``Adam(eta=1e-4, rho=0.9, rho2=0.999)``.
     seed : int, optional
         Seeds the initial weights and the shuffling; the same seed gives the
         same weights on every backend.
-    backend : str or Backend
-        ``"numpy"`` (default), ``"cupy"``, ``"auto"``, ``"array_api_strict"``, or a
-        :class:`backends.Backend`.
+    backend : str, Backend or None
+        ``"numpy"``, ``"cupy"``, ``"auto"``, ``"array_api_strict"``, or a
+        :class:`backends.Backend`; ``None`` (default) reads the environment
+        variable ``NNCORE_BACKEND``, else NumPy.
     dtype : {"float32", "float64"}
         Floating type of weights and computation; inputs are cast to it.
 
@@ -65,16 +54,16 @@ class CNN:
     >>> scores = cnn.fit(X, t, epochs=10, batches=10, verbose=False)  # doctest: +SKIP
     """
 
-    def __init__(self, cost_func=costs.CostCrossEntropy, scheduler=None, seed=None, backend="numpy",
+    def __init__(self, cost_func=costs.CostCrossEntropy, scheduler=None, seed=None, backend=None,
                  dtype="float32"):
         if scheduler is None:
             scheduler = Adam(eta=1e-4, rho=0.9, rho2=0.999)
         if not isinstance(scheduler, Scheduler):
             raise TypeError(f"CNN: scheduler must be a Scheduler such as Adam(1e-3), got {type(scheduler).__name__}")
-        if not callable(cost_func):
-            raise TypeError(f"CNN: cost_func must be a cost factory such as CostCrossEntropy, got {cost_func!r}")
         if isinstance(cost_func, str):
             raise TypeError(f"CNN: cost_func must be a function, not the string {cost_func!r}")
+        if not callable(cost_func):
+            raise TypeError(f"CNN: cost_func must be a cost factory such as CostCrossEntropy, got {cost_func!r}")
         self.cost_func = cost_func
         self.scheduler = scheduler
         self.seed = seed
@@ -83,9 +72,11 @@ class CNN:
         self.layers = []
         self.pred_format = None
         self.input_shape = None
+        self.parameters = None  # FlatParameters once built
+        self.comm = None  # the communicator of the last distributed fit (save writes on rank 0 only)
         init_seed, shuffle_seed = np.random.SeedSequence(seed).spawn(2)
-        self._init_rng = np.random.default_rng(init_seed)
-        self._shuffle_rng = np.random.default_rng(shuffle_seed)
+        self.init_rng = np.random.default_rng(init_seed)
+        self.shuffle_rng = np.random.default_rng(shuffle_seed)
 
     # ---- building -----------------------------------------------------------------------
 
@@ -101,32 +92,68 @@ class CNN:
                 f"input_channels={input_channels} but the previous convolution, layer {previous.position}, "
                 f"outputs {previous.feature_maps} feature maps"
             )
-        self._append(layer)
+        self.add_layer(layer)
 
     def add_PoolingLayer(self, kernel_height=2, kernel_width=2, v_stride=1, h_stride=1, pooling="max"):
         """Append a :class:`~nncore.layers.Pooling2DLayer`."""
         self._last_image_layer("add_PoolingLayer")
-        layer = self._new_layer(Pooling2DLayer, kernel_height, kernel_width, v_stride, h_stride, pooling, self.seed)
-        self._append(layer)
+        self.add_layer(self._new_layer(Pooling2DLayer, kernel_height, kernel_width, v_stride, h_stride, pooling,
+                                       self.seed))
 
     def add_FlattenLayer(self, act_func=None):
         """Append a :class:`~nncore.layers.FlattenLayer` (between image and dense layers)."""
-        self._check_not_finished("add_FlattenLayer")
-        self._append(FlattenLayer(seed=self.seed))
+        self.add_layer(FlattenLayer(seed=self.seed))
 
     def add_FullyConnectedLayer(self, nodes, act_func=activations.LRELU, scheduler=None):
         """Append a :class:`~nncore.layers.FullyConnectedLayer`; ``scheduler`` defaults to the CNN's."""
         self._check_dense_input("add_FullyConnectedLayer")
-        layer = self._new_layer(FullyConnectedLayer, nodes, act_func, scheduler or self.scheduler, self.seed)
-        self._append(layer)
+        self.add_layer(self._new_layer(FullyConnectedLayer, nodes, act_func, scheduler or self.scheduler,
+                                       self.seed))
 
     def add_OutputLayer(self, nodes, output_func=activations.sigmoid, scheduler=None):
         """Append the :class:`~nncore.layers.OutputLayer`; it must come last."""
         self._check_dense_input("add_OutputLayer")
-        layer = self._new_layer(OutputLayer, nodes, output_func, self.cost_func, scheduler or self.scheduler,
-                                self.seed)
-        self._append(layer)
-        self.pred_format = layer.pred_format
+        self.add_layer(self._new_layer(OutputLayer, nodes, output_func, self.cost_func, scheduler or self.scheduler,
+                                       self.seed))
+
+    def add(self, name, **config):
+        """Append a registered layer by name: ``cnn.add("conv", input_channels=1, feature_maps=8)``.
+
+        The name is looked up in :data:`nncore.layers.LAYERS` (see
+        :func:`~nncore.layers.register_layer`); ``config`` goes to the layer's
+        ``from_config``. The CNN's seed, scheduler and cost are passed on where
+        the layer takes them.
+        """
+        cls = layer_class(name)
+        method = f"add({name!r})"
+        try:
+            layer = cls.from_config(config)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{method}: layer {len(self.layers)} ({cls.__name__}): {exc}") from None
+        self.add_layer(layer)
+        return layer
+
+    def add_layer(self, layer):
+        """Append any :class:`~nncore.layers.Layer` (an nncore layer or your own registered one).
+
+        A layer with parameters and no scheduler of its own gets the CNN's; an
+        OutputLayer gets the CNN's cost function.
+        """
+        if not isinstance(layer, Layer):
+            raise TypeError(f"add_layer: expected a Layer such as Convolution2DLayer(...), got {type(layer).__name__}")
+        self._check_not_finished(f"add_{type(layer).__name__}" if type(layer).__name__ in _COURSE_NAMES
+                                 else "add_layer")
+        if layer.params and layer.scheduler is None:
+            layer.scheduler = self.scheduler
+        if isinstance(layer, OutputLayer):
+            layer.cost_func = self.cost_func
+            self.pred_format = layer.pred_format
+        if layer.seed is None:
+            layer.seed = self.seed
+        layer.position = len(self.layers)
+        self.layers.append(layer)
+        self.input_shape, self.parameters = None, None  # the architecture changed: build again before use
+        return layer
 
     def _new_layer(self, cls, *args):
         """``cls(*args)``, with any argument error re-raised naming the layer it would have been."""
@@ -137,12 +164,8 @@ class CNN:
             prefix = f"{cls.__name__}: "
             if message.startswith(prefix):
                 message = message[len(prefix):]
-            raise type(exc)(f"add_{_ADD_NAMES[cls]}: layer {len(self.layers)} ({cls.__name__}): {message}") from None
-
-    def _append(self, layer):
-        layer.position = len(self.layers)
-        self.layers.append(layer)
-        self.input_shape = None  # the architecture changed: build again before use
+            raise type(exc)(f"add_{_COURSE_NAMES[cls.__name__]}: layer {len(self.layers)} ({cls.__name__}): "
+                            f"{message}") from None
 
     def _check_not_finished(self, method):
         if self.layers and isinstance(self.layers[-1], OutputLayer):
@@ -182,20 +205,32 @@ class CNN:
             shapes.append(shape)
         return shapes
 
-    def _build(self, sample_shape, method="fit"):
-        """Create every layer's parameters for per-sample input ``sample_shape``."""
+    def build(self, sample_shape, *, init=True, method="fit"):
+        """Create every layer's parameters for per-sample input ``sample_shape``, e.g. ``(1, 28, 28)``.
+
+        ``fit`` and ``predict`` build on first use. ``init=False`` checks the
+        shapes and sets nothing up (loading a file supplies the parameters and
+        then calls :meth:`bind_parameters`).
+        """
         self._check_complete(method)
         shape = tuple(int(s) for s in sample_shape)
         # Check every layer first so that a bad stack draws no weights from the seed's stream.
         self._output_shapes(shape)
         for layer in self.layers:
-            shape = layer.build(shape, self.backend, self.dtype, self._init_rng)
+            shape = layer.build(shape, self.backend, self.dtype, self.init_rng, init=init)
         self.input_shape = tuple(int(s) for s in sample_shape)
+        self.parameters = None
+        if init:
+            self.bind_parameters()
+
+    def bind_parameters(self):
+        """Gather the layers' parameters into one flat buffer with fresh scheduler state."""
+        self.parameters = FlatParameters(self.layers, self.backend, self.dtype)
 
     def reset_weights(self):
         """Draw fresh initial weights (from the seed's stream) and forget scheduler state."""
         if self.input_shape is not None:
-            self._build(self.input_shape)
+            self.build(self.input_shape)
 
     @property
     def output_layer(self):
@@ -209,7 +244,11 @@ class CNN:
         return a
 
     def _backpropagate(self, target, lam=0.0):
-        """Fill every layer's ``grads`` with the gradient of cost + ``lam/2 * sum(W**2)``."""
+        """Fill every layer's ``grads`` with the gradient of cost + ``lam/2 * sum(W**2)``.
+
+        Training passes ``lam=0`` and lets the flat update add the L2 term (one
+        operation for all layers instead of one per layer).
+        """
         delta = self.output_layer.backward_target(target, need_input_grad=len(self.layers) > 1)
         self.output_layer.add_penalty(lam)
         for index in range(len(self.layers) - 2, -1, -1):
@@ -217,9 +256,9 @@ class CNN:
             delta = layer.backward(delta, need_input_grad=index > 0)
             layer.add_penalty(lam)
 
-    def _step(self):
-        for layer in self.layers:
-            layer.step()
+    def _step(self, lam=0.0):
+        """One scheduler update of every parameter from the layers' gradients (plus ``lam * W``)."""
+        self.parameters.step(self.parameters.gradient(), lam)
 
     # ---- data in ----------------------------------------------------------------------
 
@@ -236,8 +275,9 @@ class CNN:
                              f"(n, features) for {first.label}; got shape {tuple(X.shape)}")
         if X.shape[0] == 0:
             raise ValueError(f"{method}: {what} has no samples (shape {tuple(X.shape)})")
+        _check_channels_first(X.shape, first, what, method)
         if self.input_shape is None:
-            self._build(X.shape[1:], method)
+            self.build(X.shape[1:], method=method)
         elif tuple(X.shape[1:]) != self.input_shape:
             raise ValueError(f"{method}: {what} has samples of shape {tuple(X.shape[1:])} but the CNN was built "
                              f"for samples of shape {self.input_shape} (the input of {first.label})")
@@ -260,7 +300,7 @@ class CNN:
     # ---- training ---------------------------------------------------------------------
 
     def fit(self, X, t, epochs=100, lam=0, batches=None, X_val=None, t_val=None, *, batch_size=None,
-            shuffle=True, verbose=True):
+            shuffle=True, verbose=True, comm=None):
         """Train with minibatch gradient descent; returns the scores per epoch.
 
         Parameters
@@ -284,143 +324,44 @@ class CNN:
             Reshuffle the samples every epoch (from the seed).
         verbose : bool
             Show a progress bar with loss and accuracy.
+        comm : mpi4py communicator, optional
+            Train data-parallel over its processes (see :mod:`nncore.distributed`):
+            every process passes the same data and settings; each computes the
+            gradient of its share of every minibatch, the gradients are summed,
+            and all processes take the same step (the weights equal one process's
+            training on the same minibatches).
 
         Returns
         -------
-        dict of numpy arrays of length ``epochs``
+        dict of numpy arrays, one entry per epoch
             ``train_error, train_acc, val_error, val_acc``; NaN where not
             computed (accuracies for regression, validation without data,
-            epochs not run after Ctrl-C).
+            epochs not run after Ctrl-C or divergence). The arrays have length
+            ``epochs``; only when that would take more than
+            ``training.MAX_PADDED_EPOCHS`` entries and fewer epochs ran are they
+            as long as the epochs that ran.
 
         Raises
         ------
         TrainingDivergedError
-            The loss or a weight became NaN or infinite (or NumPy raised a
-            floating-point error under ``np.seterr``/``-W error``); the weights
-            and scheduler state of the last finite epoch are restored, and the
-            exception carries ``epoch``, ``loss`` and ``scores``.
+            The loss, a weight or the scheduler state became NaN or infinite, or
+            the loss grew beyond ``training.ABSURD_GROWTH`` times its first
+            minibatch's value (or NumPy raised a floating-point error under
+            ``np.seterr``/``-W error``); the weights and scheduler state of the
+            last good epoch are restored, and the exception carries ``epoch``,
+            ``loss`` and ``scores``.
         ValueError, TypeError
             Bad data or settings, with a message naming the layer and numbers.
 
         Notes
         -----
-        Ctrl-C (``KeyboardInterrupt``) stops training cleanly: the weights of
-        every completed minibatch are kept (an update step that was cut short
-        is rolled back), the progress bar is closed and the scores so far are
-        returned (the interrupted epoch and later ones are NaN).
+        Ctrl-C (``KeyboardInterrupt``) at any point stops training cleanly: the
+        weights of every completed minibatch are kept (an update step that was
+        cut short is rolled back), the progress bar is closed and the scores so
+        far are returned.
         """
-        epochs = check_positive_int("fit: epochs", epochs)
-        lam = check_non_negative_number("fit: lam", lam)
-        X = self._inputs(X)
-        t = self._targets(t, X.shape[0])
-        n = X.shape[0]
-        bounds = _batch_bounds(n, batches, batch_size)
-        validate = X_val is not None or t_val is not None
-        if validate:
-            if X_val is None or t_val is None:
-                given, missing = ("X_val", "t_val") if t_val is None else ("t_val", "X_val")
-                raise ValueError(f"fit: {given} was given but {missing} was not; give both, or neither")
-            X_val = self._inputs(X_val, "X_val")
-            t_val = self._targets(t_val, X_val.shape[0], "t_val", inputs="X_val")
-
-        xp = self.backend.xp
-        scores = {key: np.full(epochs, np.nan) for key in SCORE_KEYS}
-        bar = tqdm(total=epochs, disable=not verbose, unit="epoch", dynamic_ncols=True)
-        last_good = self._snapshot(copy_arrays=True)  # the state after the last finite epoch
-        epoch, before_batch = 0, None
-        try:
-            for epoch in range(epochs):
-                order = self.backend.asarray(self._shuffle_rng.permutation(n)) if shuffle else None
-                loss_sum, hits = 0.0, 0.0  # device scalars: no host round trip per batch
-                try:
-                    for start, stop in bounds:
-                        # References only (layers replace their arrays): Ctrl-C mid-step rolls back to here.
-                        before_batch = self._snapshot()
-                        if order is None:
-                            X_batch, t_batch = X[start:stop, ...], t[start:stop, ...]
-                        else:
-                            idx = order[start:stop]
-                            X_batch, t_batch = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
-                        output = self._feedforward(X_batch, training=True)
-                        loss_sum = loss_sum + self.cost_func(t_batch)(output) * (stop - start)
-                        hits = hits + self._hits(output, t_batch)
-                        self._backpropagate(t_batch, lam)
-                        self._step()
-                    before_batch = None
-                    train_error = float(loss_sum) / n
-                    if not math.isfinite(train_error):
-                        problem = f"the loss became {train_error}"
-                    elif not self._weights_finite():
-                        problem = f"the weights became NaN or infinite (loss {train_error:.6g})"
-                    else:
-                        problem = None
-                except (FloatingPointError, RuntimeWarning) as exc:
-                    # Overflow warnings turned into errors (np.seterr, -W error): the same divergence.
-                    before_batch, train_error = None, math.nan
-                    problem = f"a floating-point error occurred ({type(exc).__name__}: {exc})"
-                if problem is not None:
-                    self._restore(last_good)
-                    kept = (f"its weights after epoch {epoch}, the last finite one" if epoch
-                            else "the weights it had before this fit")
-                    raise TrainingDivergedError(
-                        f"fit: training diverged in epoch {epoch + 1} of {epochs}: {problem}. The model was "
-                        f"restored to {kept}. Try a smaller learning rate, e.g. a tenth of "
-                        f"{_eta_of(self.scheduler)}, or scale the inputs and targets",
-                        epoch=epoch + 1, loss=train_error, scores=scores,
-                    )
-                last_good = self._snapshot(copy_arrays=True)
-                scores["train_error"][epoch] = train_error
-                if self.pred_format != "Regression":
-                    scores["train_acc"][epoch] = float(hits) / (n * self._hit_units())
-                if validate:
-                    scores["val_error"][epoch], scores["val_acc"][epoch] = self._evaluate(X_val, t_val)
-                bar.set_postfix(_postfix(scores, epoch), refresh=False)
-                bar.update(1)
-        except KeyboardInterrupt:
-            # Keep the weights of every completed minibatch (undo a half-applied update step) and
-            # hand back the scores of the completed epochs.
-            if before_batch is not None:
-                self._restore(before_batch)
-            if verbose:
-                print(f"fit: interrupted in epoch {epoch + 1} of {epochs}; keeping the weights learnt so far",
-                      file=sys.stderr)
-        finally:
-            bar.close()
-        return scores
-
-    def _weights_finite(self):
-        xp = self.backend.xp
-        ok = True
-        for layer in self.layers:
-            for name in layer.params:
-                ok = ok & xp.all(xp.isfinite(getattr(layer, name)))  # one host round trip in the end
-        return bool(ok)
-
-    def _snapshot(self, copy_arrays=False):
-        """Parameters and scheduler states of every layer; ``copy_arrays`` also copies the arrays.
-
-        Cheap without ``copy_arrays`` (references and attribute dicts, no array work): layers and
-        schedulers rebind their arrays instead of updating them in place.
-        """
-        def keep(value):
-            if copy_arrays and value is not None and not isinstance(value, (int, float)):
-                return self.backend.xp.asarray(value, copy=True)
-            return value
-
-        return [({name: keep(getattr(layer, name)) for name in layer.params},
-                 {name: (sched, {key: keep(value) for key, value in vars(sched).items()})
-                  for name, sched in layer.schedulers.items()})
-                for layer in self.layers]
-
-    def _restore(self, snapshot):
-        for layer, (params, schedulers) in zip(self.layers, snapshot):
-            for name, value in params.items():
-                setattr(layer, name, value)
-            restored = {}
-            for name, (sched, attributes) in schedulers.items():
-                restored[name] = copy.copy(sched)
-                vars(restored[name]).update(attributes)
-            layer.schedulers = restored
+        return training.fit(self, X, t, epochs=epochs, lam=lam, batches=batches, X_val=X_val, t_val=t_val,
+                            batch_size=batch_size, shuffle=shuffle, verbose=verbose, comm=comm)
 
     def _hit_units(self):
         return self.output_layer.nodes if self.pred_format == "Binary" else 1
@@ -513,6 +454,8 @@ class CNN:
         dtype = backend.dtype(self.dtype)
         for layer in self.layers:
             layer.to(backend)
+        if self.parameters is not None:
+            self.parameters.to(backend, dtype)
         self.backend, self.dtype = backend, dtype
         return self
 
@@ -524,11 +467,11 @@ class CNN:
         :meth:`load` gives a model that predicts exactly the same and resumes
         training where this one stopped. ``.npz`` is appended when missing.
         Functions are stored by name: a custom activation, cost or scheduler that
-        is not in nncore's registries raises ``ValueError``. See :mod:`nncore.io`.
+        is not in nncore's registries raises ``ValueError``. After a distributed
+        ``fit`` only rank 0 writes (the others wait for it). See
+        :mod:`nncore.model_state` and :mod:`nncore.io`.
         """
-        from . import io
-
-        return io.save(self, path)
+        return model_state.save(self, path)
 
     @classmethod
     def load(cls, path, backend=None, *, device=None):
@@ -537,9 +480,7 @@ class CNN:
         Never unpickles or runs anything from the file; a file that is not a valid
         nncore model raises ``ValueError`` naming the file and the problem.
         """
-        from . import io
-
-        return io.load(path, backend, device=device)
+        return model_state.load(cls, path, get_backend(backend, device))
 
     def summary(self, input_shape=None, *, print_fn=print):
         """Print (and return) a table of the layers, their output shapes and parameter counts.
@@ -590,31 +531,17 @@ class CNN:
         return f"CNN({len(self.layers)} layers, backend={self.backend.name!r}, dtype={dtype_name(self.dtype)!r})"
 
 
-_ADD_NAMES = {Convolution2DLayer: "Convolution2DLayer", Pooling2DLayer: "PoolingLayer",
-              FullyConnectedLayer: "FullyConnectedLayer", OutputLayer: "OutputLayer"}
+_COURSE_NAMES = {"Convolution2DLayer": "Convolution2DLayer", "Pooling2DLayer": "PoolingLayer",
+                 "FlattenLayer": "FlattenLayer", "FullyConnectedLayer": "FullyConnectedLayer",
+                 "OutputLayer": "OutputLayer"}
 
 
-def _eta_of(scheduler):
-    eta = getattr(scheduler, "eta", None)
-    return f"eta={eta!r}" if eta is not None else "the current eta"
-
-
-def _batch_bounds(n, batches, batch_size):
-    """``[(start, stop), ...]`` for the course's ``batches`` or for ``batch_size``."""
-    if batches is not None and batch_size is not None:
-        raise ValueError(f"fit: give batches or batch_size, not both (got batches={batches}, batch_size={batch_size})")
-    if batch_size is not None:
-        size = check_positive_int("fit: batch_size", batch_size)
-        return [(start, min(start + size, n)) for start in range(0, n, size)]
-    batches = check_positive_int("fit: batches", 1 if batches is None else batches)
-    if batches > n:
-        raise ValueError(f"fit: batches={batches} is larger than the number of samples ({n})")
-    size = n // batches
-    # As in the course code, the last batch also takes the remainder.
-    return [(b * size, (b + 1) * size if b < batches - 1 else n) for b in range(batches)]
-
-
-def _postfix(scores, epoch):
-    shown = {"loss": scores["train_error"][epoch], "acc": scores["train_acc"][epoch],
-             "val_loss": scores["val_error"][epoch], "val_acc": scores["val_acc"][epoch]}
-    return {key: f"{value:.4f}" for key, value in shown.items() if not math.isnan(value)}
+def _check_channels_first(shape, first, what, method):
+    """A clear error for channels-last images ``(n, h, w, c)`` given to a convolution expecting ``c`` channels."""
+    if not isinstance(first, Convolution2DLayer) or len(shape) != 4:
+        return
+    channels = first.input_channels
+    if shape[1] != channels and shape[3] == channels:
+        raise ValueError(f"{method}: {what} has shape {tuple(shape)}, which looks channels-last (n, h, w, c), "
+                         f"but {first.label} expects {channels} input channel(s): channels-first (n, c, h, w) "
+                         "expected; use np.moveaxis(X, -1, 1)")

@@ -2,18 +2,28 @@
 
 A scheduler turns a gradient into the *change* that is subtracted from a
 parameter: ``param -= scheduler.update_change(grad)``. It keeps state (moments,
-step count) for ONE parameter array; layers give each parameter its own copy
-through :meth:`Scheduler.fresh`. ``reset()`` forgets all state.
+step count) for ONE array; :meth:`Scheduler.fresh` gives a copy without state
+and ``reset()`` forgets it. The rules are elementwise, so a :class:`~nncore.CNN`
+runs one scheduler over a flat buffer holding all parameters that share its
+settings (as ``torch.optim``'s multi-tensor ``foreach`` updates do): every
+parameter still has its own moments, as slices of the flat ones. Scalar factors
+(learning rate, bias corrections) are computed on the host, so an update is a
+handful of array operations. State is replaced, never updated in place, so a
+reference to old state is a snapshot.
 """
 
 import copy
-from numbers import Real
+import math
+from numbers import Integral, Real
 
 from ._array import namespace
 
 
-def _hyper(name, value):
-    """A hyper-parameter as a Python float.
+MAX_STEPS = 2**53  # a step count beyond this cannot be represented exactly in a float exponent
+
+
+def _hyper(name, value, low=0.0, high=math.inf, high_open=False):
+    """A hyper-parameter as a finite Python float in ``[low, high]`` (or ``[low, high)``).
 
     NumPy scalars (``np.logspace(...)[i]`` in a grid search) are strongly typed: a
     ``np.float64`` times a float32 array is float64, which would silently turn
@@ -21,7 +31,11 @@ def _hyper(name, value):
     """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    return float(value)
+    value = float(value)
+    if not (math.isfinite(value) and low <= value and (value < high if high_open else value <= high)):
+        bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a finite number in {bound}, got {value!r}")
+    return value
 
 
 class Scheduler:
@@ -49,6 +63,23 @@ class Scheduler:
     def get_config(self):
         """The constructor arguments, e.g. ``{"eta": 1e-3, "rho": 0.9, ...}``."""
         return {k: v for k, v in vars(self).items() if k not in self._state}
+
+    def state_dict(self):
+        """The state by name: arrays (or None before the first step) and the step count ``t``."""
+        return {name: getattr(self, name) for name in self._state}
+
+    def load_state_dict(self, state):
+        """Set the state from :meth:`state_dict`'s dict (the same keys); checks the step count."""
+        if set(state) != set(self._state):
+            raise ValueError(f"{type(self).__name__}: state must have the keys {sorted(self._state)}, "
+                             f"got {sorted(state)}")
+        for name, value in state.items():
+            if name == "t":
+                if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value <= MAX_STEPS:
+                    raise ValueError(f"{type(self).__name__}: the step count t must be an int in "
+                                     f"[0, {MAX_STEPS}], got {value!r}")
+                value = int(value)
+            setattr(self, name, value)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -126,13 +157,13 @@ class RMS_prop(Scheduler):
 
     def __init__(self, eta, rho, eps=1e-8):
         super().__init__(eta)
-        self.rho = _hyper("rho", rho)
+        self.rho = _hyper("rho", rho, high=1.0)
         self.eps = _hyper("eps", eps)
         self.reset()
 
     def update_change(self, gradient):
         xp = namespace(gradient)
-        square = (1 - self.rho) * gradient * gradient
+        square = (1 - self.rho) * (gradient * gradient)
         self.second = square if self.second is None else self.rho * self.second + square
         return self.eta * gradient / (xp.sqrt(self.second) + self.eps)
 
@@ -149,8 +180,8 @@ class Adam(Scheduler):
 
     def __init__(self, eta, rho=0.9, rho2=0.999, eps=1e-8):
         super().__init__(eta)
-        self.rho = _hyper("rho", rho)
-        self.rho2 = _hyper("rho2", rho2)
+        self.rho = _hyper("rho", rho, high=1.0, high_open=True)
+        self.rho2 = _hyper("rho2", rho2, high=1.0, high_open=True)
         self.eps = _hyper("eps", eps)
         self.reset()
 
@@ -158,13 +189,14 @@ class Adam(Scheduler):
         xp = namespace(gradient)
         self.t += 1
         first = (1 - self.rho) * gradient
-        square = (1 - self.rho2) * gradient * gradient
+        square = (1 - self.rho2) * (gradient * gradient)
         self.moment = first if self.moment is None else self.rho * self.moment + first
         self.second = square if self.second is None else self.rho2 * self.second + square
-        # Python floats keep float32 state in float32.
-        moment_hat = self.moment / (1 - self.rho**self.t)
-        second_hat = self.second / (1 - self.rho2**self.t)
-        return self.eta * moment_hat / (xp.sqrt(second_hat) + self.eps)
+        # torch.optim.Adam's arithmetic, with the bias corrections as host floats (Python floats keep
+        # float32 state in float32): eta / (1 - rho^t) * m / (sqrt(v) / sqrt(1 - rho2^t) + eps).
+        step_size = self.eta / (1 - self.rho**self.t)
+        root_correction = math.sqrt(1 - self.rho2**self.t)
+        return step_size * self.moment / (xp.sqrt(self.second) / root_correction + self.eps)
 
 
 SCHEDULERS = {c.__name__: c for c in (Constant, Momentum, Adagrad, AdagradMomentum, RMS_prop, Adam)}

@@ -90,8 +90,11 @@ def test_non_string_name_is_a_type_error():
 def test_cupy_missing_says_how_to_install_it(no_cupy):
     with pytest.raises(ImportError) as info:
         get_backend("cupy")
-    assert 'pip install "nncore[cupy]"' in str(info.value)
-    assert "cupy-cuda" in str(info.value)
+    message = str(info.value)
+    # "nncore" on the package index is another project: never tell users to install it.
+    assert "nncore[cupy]" not in message
+    assert "pip install cupy-cuda12x" in message and "cupy-cuda13x" in message
+    assert 'pip install ".[cupy]"' in message
 
 
 def test_cupy_without_gpu_is_a_runtime_error(monkeypatch):
@@ -203,3 +206,19 @@ def test_backend_is_hashable_and_comparable():
     assert a == b and hash(a) == hash(b)
     assert len({a, b, get_backend("numpy")}) == 2
     assert isinstance(a, Backend)
+
+
+@pytest.mark.parametrize("value", ["nonsense", "cuda", "numpy2"])
+def test_unknown_environment_backend_names_the_variable_its_value_and_the_valid_names(value, monkeypatch):
+    monkeypatch.setenv("NNCORE_BACKEND", value)
+    with pytest.raises(ValueError) as info:
+        get_backend(None)
+    message = str(info.value)
+    assert "NNCORE_BACKEND" in message and repr(value) in message
+    for valid in ("numpy", "cupy", "array_api_strict", "auto"):
+        assert repr(valid) in message
+
+
+def test_environment_backend_name_is_read_like_an_argument(monkeypatch):
+    monkeypatch.setenv("NNCORE_BACKEND", " Array-API-Strict ")
+    assert get_backend(None).name == "array_api_strict"

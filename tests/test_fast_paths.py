@@ -1,4 +1,4 @@
-"""The NumPy fast paths (backends/numpy_fast.py) give the numbers of the generic ops.
+"""The NumPy fast paths (backends/numpy_fast/) give the numbers of the generic ops.
 
 Every fast function is compared with the generic, standard-only version of the
 same op (``op.generic``, called explicitly) on random inputs over many shapes,
@@ -14,6 +14,9 @@ import pytest
 
 import backends
 from backends import numpy_fast
+from backends import fast_paths
+from backends.numpy_fast import buffers, conv_one_channel
+from backends.numpy_fast import threads as fast_threads
 from nncore import CNN, LRELU, RELU, Adam, CostCrossEntropy, ops, sigmoid, softmax, tanh
 from nncore.layers import Convolution2DLayer, Pooling2DLayer
 
@@ -32,11 +35,11 @@ def threads(request, monkeypatch):
     """Run the fast paths on one thread in one chunk, or split over 3 threads even for
     tiny inputs, each working in chunks of one sample."""
     if request.param == "threads":
-        monkeypatch.setattr(numpy_fast, "WORKERS", 3)
-        monkeypatch.setattr(numpy_fast, "PARALLEL_MIN_ELEMENTS", 0)
-        monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 1)
+        monkeypatch.setattr(fast_threads, "WORKERS", 3)
+        monkeypatch.setattr(fast_threads, "PARALLEL_MIN_ELEMENTS", 0)
+        monkeypatch.setattr(fast_threads, "COL_CHUNK_BYTES", 1)
     else:
-        monkeypatch.setattr(numpy_fast, "WORKERS", 1)
+        monkeypatch.setattr(fast_threads, "WORKERS", 1)
     return request.param
 
 
@@ -51,6 +54,7 @@ def channels_last(x):
 def test_fast_path_only_for_real_numpy_arrays():
     x = np.zeros((1, 1, 4, 4), np.float32)
     assert backends.fast_path("pool2d_forward", x) is numpy_fast.pool2d_forward
+    assert backends.fast_path("pool2d_forward", x.view(ToyArray)) is None  # a subclass
     assert backends.fast_path("no_such_op", x) is None
     assert backends.fast_path("pool2d_forward", x, [1.0]) is None
     assert backends.fast_path("pool2d_forward", np.ma.zeros((1, 1, 4, 4))) is None  # a subclass
@@ -60,13 +64,21 @@ def test_fast_path_only_for_real_numpy_arrays():
     assert backends.fast_paths_enabled()
 
 
-def test_strict_arrays_never_take_a_fast_path(monkeypatch):
+@pytest.fixture
+def registry(monkeypatch):
+    """The fast-path tables, restored after the test (which may register its own)."""
+    tables = {kind: table if callable(table) else dict(table) for kind, table in fast_paths._tables.items()}
+    monkeypatch.setattr(fast_paths, "_tables", tables)
+    return fast_paths
+
+
+def test_strict_arrays_never_take_a_fast_path(registry):
     xps = pytest.importorskip("array_api_strict")
 
     def boom(*args, **kwargs):
         raise AssertionError("a NumPy fast path ran on array_api_strict arrays")
 
-    monkeypatch.setattr(numpy_fast, "FAST_PATHS", {name: boom for name in numpy_fast.FAST_PATHS})
+    registry.register_fast_paths(np.ndarray, {name: boom for name in numpy_fast.FAST_PATHS})
     be = backends.get_backend("array_api_strict", "device1")
     x = be.asarray(RNG.random((3, 2, 6, 6)), dtype="float32")
     assert backends.fast_path("pool2d_forward", x) is None
@@ -76,7 +88,7 @@ def test_strict_arrays_never_take_a_fast_path(monkeypatch):
     assert cnn.predict_proba(X).shape == (8, 10)
 
 
-def test_ops_dispatch_to_the_fast_path(monkeypatch):
+def test_ops_dispatch_to_the_fast_path(registry):
     calls = []
     real = numpy_fast.FAST_PATHS["pool2d_forward"]
 
@@ -84,7 +96,7 @@ def test_ops_dispatch_to_the_fast_path(monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setitem(numpy_fast.FAST_PATHS, "pool2d_forward", spy)
+    registry.register_fast_paths(np.ndarray, {"pool2d_forward": spy})
     x = RNG.random((1, 1, 4, 4)).astype(np.float32)
     ops.pool2d_forward(x, (2, 2), (2, 2))
     assert calls == [1]
@@ -93,6 +105,79 @@ def test_ops_dispatch_to_the_fast_path(monkeypatch):
     assert calls == [1]
     ops.pool2d_forward.generic(x, (2, 2), (2, 2))
     assert calls == [1]
+
+
+class ToyArray(np.ndarray):
+    """An array type of a pretend library, to plug fast paths in for it."""
+
+
+def test_a_new_array_type_plugs_in_by_registering(registry):
+    # No nncore file changes: a table registered for the type is what the ops run.
+    x = RNG.random((2, 3, 4, 4)).view(ToyArray)
+    loads = []
+
+    def toy_pool(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
+        return "toy", None
+
+    def load():
+        loads.append(1)
+        return {"pool2d_forward": toy_pool}
+
+    registry.register_fast_paths(ToyArray, load)
+    assert loads == []  # registering imports and loads nothing
+    assert ops.pool2d_forward(x, (2, 2), (2, 2)) == ("toy", None)
+    assert ops.pool2d_forward(x, (2, 2), (2, 2)) == ("toy", None)
+    assert loads == [1]  # loaded once, at the first lookup
+    assert backends.fast_path("pool2d_forward", x, np.asarray(x)) is None  # mixed types: generic
+    assert backends.fast_path("pool2d_backward", x) is None  # not in the table: generic
+    registry.register_fast_paths(ToyArray, {"pool2d_backward": toy_pool})  # adds to the table
+    assert backends.fast_path("pool2d_backward", x) is toy_pool
+    assert backends.fast_path("pool2d_forward", x) is toy_pool
+    with backends.use_fast_paths(False):
+        y, argmax = ops.pool2d_forward(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(y, ops.pool2d_forward.generic(np.asarray(x), (2, 2), (2, 2))[0])
+
+
+def test_register_fast_paths_checks_its_arguments():
+    with pytest.raises(TypeError, match="array_type"):
+        backends.register_fast_paths("numpy.ndarray", {})
+    with pytest.raises(TypeError, match="table"):
+        backends.register_fast_paths(np.ndarray, ["conv2d_act_forward"])
+
+
+def test_a_fast_path_may_decline_and_the_generic_op_runs(registry):
+    registry.register_fast_paths(np.ndarray, {"pool2d_forward": lambda *args, **kwargs: NotImplemented})
+    x = RNG.random((2, 3, 4, 4))
+    got = ops.pool2d_forward(x, (2, 2), (2, 2))
+    want = ops.pool2d_forward.generic(x, (2, 2), (2, 2))
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_forward_and_backward_dispatch_alike():
+    # The backward pass is chosen by the same registry as the forward pass; a cache made by
+    # the generic forward is declined by the fast backward (the generic one runs), and a fast
+    # cache handed to the generic backward is a clear error.
+    x = RNG.standard_normal((2, 3, 6, 6))
+    kernel, bias = RNG.standard_normal((4, 3, 3, 3)), RNG.standard_normal(4)
+    padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
+    delta = RNG.standard_normal((2, 4, 6, 6))
+    assert backends.fast_path("conv2d_act_backward", delta, kernel) is numpy_fast.conv2d_act_backward
+    _, fast_cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu", training=True)
+    with backends.use_fast_paths(False):
+        _, generic_cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu", training=True)
+        with pytest.raises(TypeError, match="fast path"):
+            ops.conv2d_act_backward(delta, fast_cache, kernel, (1, 1), padding, "relu")
+    assert isinstance(generic_cache, tuple) and not isinstance(fast_cache, tuple)
+    want = ops.conv2d_act_backward.generic(delta, generic_cache, kernel, (1, 1), padding, "relu")
+    for got in (ops.conv2d_act_backward(delta, generic_cache, kernel, (1, 1), padding, "relu"),
+                ops.conv2d_act_backward(delta, fast_cache, kernel, (1, 1), padding, "relu")):
+        for a, b in zip(got, want):
+            close(a, b, np.float64)
+
+
+def test_im2col_has_no_override():
+    assert not hasattr(ops.im2col, "generic") and "im2col" not in numpy_fast.FAST_PATHS
 
 
 # ---- col2im and pooling ---------------------------------------------------------------
@@ -192,7 +277,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("chunk_bytes", [None, 1])  # one chunk / one sample per chunk
 def test_conv_act_matches_generic(case, act, chunk_bytes, threads, monkeypatch):
     if chunk_bytes is not None:
-        monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(fast_threads, "COL_CHUNK_BYTES", chunk_bytes)
     n, c, h, w, f, kh, kw, stride, pad = case
     x = RNG.standard_normal((n, c, h, w)).astype(np.float32)
     kernel = RNG.standard_normal((f, c, kh, kw)).astype(np.float32)
@@ -246,9 +331,9 @@ def test_direct_route_zero_weights_keep_inf_and_nan(dtype, blas_axpy, monkeypatc
     # BLAS axpy skips a zero weight, which would drop 0 * inf = NaN; the direct route
     # (one channel, one map) must give the generic op's NaN there, with or without SciPy.
     if blas_axpy:
-        assert numpy_fast._axpy_for(dtype) is not None  # SciPy is a dependency: BLAS is used
+        assert fast_threads.axpy_for(dtype) is not None  # SciPy is a dependency: BLAS is used
     else:
-        monkeypatch.setattr(numpy_fast, "_axpy", {})
+        monkeypatch.setattr(fast_threads, "_axpy", {})
     x = RNG.standard_normal((3, 1, 7, 8)).astype(dtype)
     x[0, 0, 3, 4], x[2, 0, 0, 0] = np.inf, np.nan
     kernel = RNG.standard_normal((1, 1, 3, 3)).astype(dtype)
@@ -270,10 +355,10 @@ def test_direct_route_chunks_layouts_and_mixed_dtypes(layout, monkeypatch):
     # Several multi-sample chunks with a short last one, any memory layout of the input,
     # and a float64 kernel on float32 images (the op computes in float64 then).
     # Three samples a chunk: two arrays of (12 * 11 + 2) float64 per sample (padded 12 x 11, kw - 1 = 2).
-    monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 3 * 2 * (12 * 11 + 2) * 8)
+    monkeypatch.setattr(fast_threads, "COL_CHUNK_BYTES", 3 * 2 * (12 * 11 + 2) * 8)
     chunks = []
-    fill = numpy_fast._FlatImages.fill
-    monkeypatch.setattr(numpy_fast._FlatImages, "fill",
+    fill = conv_one_channel.FlatImages.fill
+    monkeypatch.setattr(conv_one_channel.FlatImages, "fill",
                         lambda self, x, start, stop: chunks.append(stop - start) or fill(self, x, start, stop))
     base = RNG.standard_normal((17, 1, 11, 9)).astype(np.float32)
     x = {
@@ -301,8 +386,8 @@ def test_direct_route_holds_scipys_blas_to_one_thread(monkeypatch):
     # Inside the op, the BLAS that runs axpy is held to one thread; any other BLAS (NumPy's
     # own, when SciPy bundles a separate one) keeps its threads.
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    axpy = numpy_fast._axpy_for(np.float32)
-    held = {lib.filepath for lib in numpy_fast._axpy_libraries or numpy_fast._blas_controllers()}
+    axpy = fast_threads.axpy_for(np.float32)
+    held = {lib.filepath for lib in fast_threads.axpy_libraries or fast_threads.blas_controllers()}
     counts = lambda: {info["filepath"]: info["num_threads"]  # noqa: E731
                       for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"}
     before, inside = counts(), {}
@@ -312,7 +397,7 @@ def test_direct_route_holds_scipys_blas_to_one_thread(monkeypatch):
             inside.update(counts())
         return axpy(*args, **kwargs)
 
-    monkeypatch.setattr(numpy_fast, "_axpy", {np.dtype(np.float32): spy})
+    monkeypatch.setattr(fast_threads, "_axpy", {np.dtype(np.float32): spy})
     x = RNG.standard_normal((4, 1, 6, 6)).astype(np.float32)
     kernel = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
     padding = ops.resolve_padding("same", (6, 6), (3, 3), (1, 1))
@@ -491,9 +576,9 @@ def test_max_pooling_nan_and_inf_follow_the_generic_rule(kernel, stride):
 
 
 def test_threaded_results_are_deterministic(monkeypatch):
-    monkeypatch.setattr(numpy_fast, "WORKERS", 2)
-    monkeypatch.setattr(numpy_fast, "PARALLEL_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(numpy_fast, "COL_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(fast_threads, "WORKERS", 2)
+    monkeypatch.setattr(fast_threads, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fast_threads, "COL_CHUNK_BYTES", 4096)
     x = RNG.standard_normal((9, 3, 10, 10)).astype(np.float32)
     kernel = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
     bias = RNG.standard_normal(4).astype(np.float32)
@@ -531,14 +616,14 @@ def test_recycled_results_are_never_shared_while_in_use():
 
 def test_fresh_arrays_in_use_are_never_handed_out_again():
     numpy_fast.release_memory()
-    held = [numpy_fast._fresh((5, 7), np.float32) for _ in range(6)]  # more than the pool keeps
+    held = [buffers.fresh((5, 7), np.float32) for _ in range(6)]  # more than the pool keeps
     assert len({id(a) for a in held}) == 6
     view = held[0][1:]
     first_id = id(held[0])
     del held[0]
-    again = numpy_fast._fresh((5, 7), np.float32)
+    again = buffers.fresh((5, 7), np.float32)
     assert id(again) != first_id and not np.shares_memory(again, view)
     del view
-    reused = numpy_fast._fresh((5, 7), np.float32)  # now nothing references the first one
-    assert id(reused) == first_id or numpy_fast._UNREFERENCED is None
+    reused = buffers.fresh((5, 7), np.float32)  # now nothing references the first one
+    assert id(reused) == first_id or buffers._UNREFERENCED is None
     numpy_fast.release_memory()

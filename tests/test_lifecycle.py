@@ -6,9 +6,11 @@ import warnings
 import numpy as np
 import pytest
 
-import nncore.network
+import nncore.training
 from backends import get_backend, to_numpy
 from nncore import CNN, LRELU, Adam, Constant, CostOLS, TrainingDivergedError, identity, softmax
+from nncore.parameters import FlatParameters
+from nncore.training import ABSURD_GROWTH
 
 
 def weights(cnn):
@@ -52,16 +54,21 @@ def image_data(n=40, seed=0):
 def test_divergence_stops_with_clear_error_and_keeps_last_finite_weights(warnings_as):
     """Constant(1e6) on a regression net: the loss explodes within a few epochs. Whether NumPy's overflow
     warnings are ignored (NaN/inf reach the loss) or raised (-W error, as in this test suite), ``fit``
-    raises TrainingDivergedError and the model holds the weights of the last finite epoch."""
+    raises TrainingDivergedError and the model holds the weights of the last finite epoch. A loss
+    that is still finite but has grown more than ABSURD_GROWTH times its first value counts too."""
     X, t = regression_data()
-    # The twin records the weights after every epoch, one epoch per fit call, until it diverges too.
-    twin, history = regression_net(), []
+    # The twin records the weights after every epoch, one epoch per fit call, until it diverges too
+    # (one batch per epoch: the first minibatch's loss is the first epoch's loss).
+    twin, history, first_loss = regression_net(), [], None
     with warnings.catch_warnings():
         warnings.simplefilter(warnings_as)
         for _ in range(50):
             try:
-                twin.fit(X, t, epochs=1, verbose=False)
+                loss = twin.fit(X, t, epochs=1, verbose=False)["train_error"][0]
             except TrainingDivergedError:
+                break
+            first_loss = loss if first_loss is None else first_loss
+            if loss > ABSURD_GROWTH * first_loss:
                 break
             history.append(weights(twin))
         else:
@@ -108,16 +115,16 @@ def test_non_finite_weights_with_a_finite_loss_count_as_divergence(monkeypatch):
     caught at the end of the same epoch, not one epoch later."""
     X, t = image_data()
     cnn = image_net()
-    layer = cnn.layers[4]
-    original, calls = layer.step, []
+    original, calls = FlatParameters.step, []
 
-    def poisoned_step():
-        original()
-        calls.append(1)
-        if len(calls) == 6:  # epoch 2, batch 2 (of 4)
-            layer.weights = layer.weights * math.inf
+    def poisoned_step(parameters, gradient, lam=0.0):
+        original(parameters, gradient, lam)
+        if parameters is cnn.parameters:
+            calls.append(1)
+            if len(calls) == 6:  # epoch 2, batch 2 (of 4)
+                parameters.bind(parameters.flat * math.inf)
 
-    monkeypatch.setattr(layer, "step", poisoned_step)
+    monkeypatch.setattr(FlatParameters, "step", poisoned_step)
     twin = image_net()
     twin.fit(X, t, epochs=1, batches=4, verbose=False)
     with warnings.catch_warnings():
@@ -132,7 +139,7 @@ def test_non_finite_weights_with_a_finite_loss_count_as_divergence(monkeypatch):
 # ---- Ctrl-C -------------------------------------------------------------------------------------
 
 
-class RecordingBar(nncore.network.tqdm):
+class RecordingBar(nncore.training.tqdm):
     instances = []
 
     def __init__(self, *args, **kwargs):
@@ -154,21 +161,23 @@ def test_ctrl_c_keeps_weights_scores_and_closes_the_bar(monkeypatch, capsys, whe
     cnn = image_net()
     calls = []
     if where == "forward":
-        layer, method = cnn.layers[2], "forward"
-    else:  # layers 0 and 2 have already stepped when layer 4 is interrupted
-        layer, method = cnn.layers[4], "step"
-    original = getattr(layer, method)
+        owner, method = cnn.layers[2], "forward"
+    else:  # the scheduler has taken its step (new moments, t + 1) when the interrupt comes
+        owner, method = type(cnn.scheduler), "update_change"
+    original = getattr(owner, method)
 
     def interrupted(*args, **kwargs):
-        if method == "step" or kwargs.get("training", args[1:2] == (True,)):
+        counted = method == "update_change" or kwargs.get("training", args[1:2] == (True,))
+        result = original(*args, **kwargs) if method == "update_change" else None
+        if counted:
             calls.append(1)
             if len(calls) == 4 + 3:
                 raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return result if method == "update_change" else original(*args, **kwargs)
 
-    monkeypatch.setattr(layer, method, interrupted)
+    monkeypatch.setattr(owner, method, interrupted)
     RecordingBar.instances.clear()
-    monkeypatch.setattr(nncore.network, "tqdm", RecordingBar)
+    monkeypatch.setattr(nncore.training, "tqdm", RecordingBar)
     scores = cnn.fit(X, t, epochs=4, batches=4, shuffle=False, verbose=True)
 
     assert len(calls) == 7, "the interrupt never fired"
@@ -197,7 +206,7 @@ def test_ctrl_c_keeps_weights_scores_and_closes_the_bar(monkeypatch, capsys, whe
 def test_bar_is_closed_when_fit_raises(monkeypatch):
     X, t = regression_data()
     RecordingBar.instances.clear()
-    monkeypatch.setattr(nncore.network, "tqdm", RecordingBar)
+    monkeypatch.setattr(nncore.training, "tqdm", RecordingBar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(TrainingDivergedError):

@@ -578,7 +578,7 @@ def test_convolution_layer_batch_spanning_several_column_chunks(chunk_bytes, rng
     # Fast paths may build im2col columns a chunk of samples at a time; make the chunks tiny
     # (one sample each, and two samples each with a remainder of one for a batch of 7).
     try:
-        import backends.numpy_fast as fast
+        from backends.numpy_fast import threads as fast
     except ImportError:
         fast = None
     if fast is not None and hasattr(fast, "COL_CHUNK_BYTES"):

@@ -1,7 +1,10 @@
 """Convolution2DLayer: a bank of 2-D filters followed by an activation."""
 
+import numpy as np
+
 from .. import activations, ops
-from .base import Layer, check_int, glorot_or_he
+from .base import Layer, check_int, function_name, glorot_or_he
+from .registry import register_layer
 
 # Activations the convolution op applies itself, with their negative slope.
 _FUSED = {
@@ -11,6 +14,7 @@ _FUSED = {
 }
 
 
+@register_layer("conv", aliases=("conv2d",))
 class Convolution2DLayer(Layer):
     """2-D convolution (cross-correlation, as ``torch.nn.Conv2d``) plus activation.
 
@@ -35,6 +39,9 @@ class Convolution2DLayer(Layer):
         sum over kernel offsets (same numbers, slower).
     scheduler : Scheduler, optional
         Update rule; the CNN passes its own.
+    reset_weights_independently : bool
+        Accepted for the course code; a layer used on its own builds itself
+        (and draws its kernel from ``seed``) for the shape of its first input.
 
     Shape
     -----
@@ -59,6 +66,7 @@ class Convolution2DLayer(Layer):
         seed=None,
         optimized=True,
         scheduler=None,
+        reset_weights_independently=True,
     ):
         super().__init__(seed, scheduler)
         name = type(self).__name__
@@ -71,6 +79,8 @@ class Convolution2DLayer(Layer):
             v_stride=v_stride,
             h_stride=h_stride,
         )
+        if isinstance(pad, list):
+            pad = tuple(pad)  # a pair read back from JSON
         ops.resolve_padding(pad, (1, 1), (1, 1), (1, 1))  # reject bad specs now
         self.input_channels = input_channels
         self.feature_maps = feature_maps
@@ -102,11 +112,14 @@ class Convolution2DLayer(Layer):
         """``((top, bottom), (left, right))`` zero padding for the built input size."""
         return ops.resolve_padding(self.pad, self.input_shape[1:], self.kernel_hw, self.stride)
 
+    def param_shapes(self, input_shape):
+        return {"kernel": (self.feature_maps, self.input_channels, *self.kernel_hw), "bias": (self.feature_maps,)}
+
     def init_params(self, input_shape, rng):
         kh, kw = self.kernel_hw
-        shape = (self.feature_maps, self.input_channels, kh, kw)
         fan_in, fan_out = self.input_channels * kh * kw, self.feature_maps * kh * kw
-        return {"kernel": glorot_or_he(self.act_func, fan_in, fan_out, shape, rng), "bias": [0.0] * self.feature_maps}
+        kernel = glorot_or_he(self.act_func, fan_in, fan_out, self.param_shapes(input_shape)["kernel"], rng)
+        return {"kernel": kernel, "bias": np.zeros(self.feature_maps)}
 
     def _fused(self):
         """``(act, slope)`` when the convolution op can apply the activation itself, else ``(None, 0)``."""
@@ -148,6 +161,13 @@ class Convolution2DLayer(Layer):
             )
         self.grads = {"kernel": dkernel, "bias": dbias}
         return dx
+
+    def get_config(self):
+        (kh, kw), (sv, sh) = self.kernel_hw, self.stride
+        pad = list(self.pad) if isinstance(self.pad, tuple) else self.pad
+        return {"input_channels": self.input_channels, "feature_maps": self.feature_maps, "kernel_height": kh,
+                "kernel_width": kw, "v_stride": sv, "h_stride": sh, "pad": pad,
+                "act_func": function_name(self.act_func), "optimized": self.optimized}
 
     def describe(self):
         kh, kw = self.kernel_hw

@@ -1,9 +1,13 @@
 """Fully connected layers: hidden (FullyConnectedLayer) and output (OutputLayer)."""
 
 from .. import activations, costs
-from .base import Layer, check_int, glorot_or_he
+import numpy as np
+
+from .base import Layer, check_int, function_name, glorot_or_he
+from .registry import register_layer
 
 
+@register_layer("dense", aliases=("fc", "fully_connected"))
 class FullyConnectedLayer(Layer):
     """Affine map plus activation, ``a = act(a_prev @ weights + bias)`` (as ``torch.nn.Linear``).
 
@@ -41,10 +45,13 @@ class FullyConnectedLayer(Layer):
             )
         return (self.nodes,)
 
+    def param_shapes(self, input_shape):
+        return {"weights": (input_shape[0], self.nodes), "bias": (self.nodes,)}
+
     def init_params(self, input_shape, rng):
         fan_in = input_shape[0]
         weights = glorot_or_he(self.act_func, fan_in, self.nodes, (fan_in, self.nodes), rng)
-        return {"weights": weights, "bias": [0.0] * self.nodes}
+        return {"weights": weights, "bias": np.zeros(self.nodes)}
 
     def forward(self, a, training=False):
         z = self.xp.matmul(a, self.weights) + self.bias
@@ -65,10 +72,14 @@ class FullyConnectedLayer(Layer):
         self.grads = {"weights": xp.matmul(xp.matrix_transpose(a), dz), "bias": xp.sum(dz, axis=0)}
         return xp.matmul(dz, xp.matrix_transpose(self.weights)) if need_input_grad else None
 
+    def get_config(self):
+        return {"nodes": self.nodes, "act_func": function_name(self.act_func)}
+
     def describe(self):
         return self.act_func.__name__
 
 
+@register_layer("output")
 class OutputLayer(FullyConnectedLayer):
     """The last layer: an affine map, the output function, and the cost.
 
@@ -88,6 +99,9 @@ class OutputLayer(FullyConnectedLayer):
             raise TypeError(f"{type(self).__name__}: cost_func must be a cost factory, got {cost_func!r}")
         self.cost_func = cost_func
         self.pred_format = pred_format(self.act_func)
+
+    def get_config(self):
+        return {"nodes": self.nodes, "output_func": function_name(self.act_func)}
 
     def backward_target(self, target, need_input_grad=True):
         """Backpropagate the cost for ``target``; returns ``dL/da_prev``."""

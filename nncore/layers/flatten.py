@@ -3,8 +3,10 @@
 import math
 
 from .base import Layer
+from .registry import register_layer
 
 
+@register_layer("flatten")
 class FlattenLayer(Layer):
     """Reshape ``(n, c, h, w)`` to ``(n, c*h*w)`` in C order; backward reshapes back.
 

@@ -2,8 +2,10 @@
 
 from .. import ops
 from .base import Layer, check_int
+from .registry import register_layer
 
 
+@register_layer("pool", aliases=("pooling", "maxpool"))
 class Pooling2DLayer(Layer):
     """Max or average pooling without padding (as ``torch.nn.MaxPool2d``/``AvgPool2d``).
 
@@ -57,6 +59,10 @@ class Pooling2DLayer(Layer):
         input_hw, argmax = self._cache
         self._cache = None
         return ops.pool2d_backward(delta, input_hw, self.kernel_hw, self.stride, self.pooling, argmax)
+
+    def get_config(self):
+        (kh, kw), (sv, sh) = self.kernel_hw, self.stride
+        return {"kernel_height": kh, "kernel_width": kw, "v_stride": sv, "h_stride": sh, "pooling": self.pooling}
 
     def describe(self):
         return f"{self.pooling} {self.kernel_hw[0]}x{self.kernel_hw[1]} s{self.stride}"

@@ -2,8 +2,10 @@
 
 Two implementations of the same maths:
 
-* :func:`conv2d_forward` / :func:`conv2d_backward`: im2col, then one matrix
-  product forward and one per gradient backward (the fast path);
+* :func:`conv2d_forward` / :func:`conv2d_backward`: im2col, then ONE matrix
+  product over the whole batch for the output and one for each gradient; the
+  input gradient is a transposed convolution (the output gradient laid out on
+  the input grid, correlated with the flipped kernel), so no per-offset sums;
 * :func:`conv2d_direct_forward` / :func:`conv2d_direct_backward`: a readable
   direct sum over kernel offsets, the teaching version and test oracle.
 
@@ -13,10 +15,12 @@ Shapes: ``x (n, c, h, w)``, ``kernel (f, c, kh, kw)``, ``bias (f,)``,
 
 from array_api_compat import device
 
+from backends.geometry import kernel_offsets, spread
+
 from .._array import namespace
 from ..activations import leaky_relu, leaky_relu_derivative
 from ._dispatch import overridable
-from .im2col import _window, col2im, im2col
+from .im2col import im2col
 from .padding import conv_output_shape, pad2d, unpad2d
 
 #: Activations that :func:`conv2d_act_forward` applies itself (``lrelu`` needs ``0 < slope < 1``).
@@ -26,13 +30,10 @@ FUSED_ACTIVATIONS = ("identity", "relu", "lrelu")
 def conv2d_forward(x, kernel, bias, stride, padding):
     """Return ``z = x ⋆ kernel + bias`` and the columns that the backward pass needs."""
     xp = namespace(x)
-    n = x.shape[0]
-    f, c, kh, kw = kernel.shape
-    out_hw = conv_output_shape(x.shape[2:], (kh, kw), stride, padding)
-    col = im2col(pad2d(x, padding), (kh, kw), stride, out_hw)
-    cols = xp.reshape(col, (n, c * kh * kw, out_hw[0] * out_hw[1]))
-    z = xp.matmul(xp.reshape(kernel, (f, c * kh * kw)), cols)  # (n, f, oh*ow)
-    return xp.reshape(z, (n, f, *out_hw)) + xp.reshape(bias, (f, 1, 1)), col
+    out_hw = conv_output_shape(x.shape[2:], kernel.shape[2:], stride, padding)
+    col = im2col(pad2d(x, padding), kernel.shape[2:], stride, out_hw)  # (n, c, kh, kw, oh, ow)
+    z = xp.tensordot(col, kernel, axes=([1, 2, 3], [1, 2, 3]))  # (n, oh, ow, f)
+    return xp.permute_dims(z + bias, (0, 3, 1, 2)), col
 
 
 def conv2d_backward(dz, col, kernel, input_hw, stride, padding, need_input_grad=True):
@@ -41,20 +42,41 @@ def conv2d_backward(dz, col, kernel, input_hw, stride, padding, need_input_grad=
     ``dx`` is ``None`` when ``need_input_grad`` is false (the first layer).
     """
     xp = namespace(dz)
+    dkernel = xp.tensordot(dz, col, axes=([0, 2, 3], [0, 4, 5]))  # (f, c, kh, kw)
+    dx = _input_grad(dz, kernel, input_hw, stride, padding) if need_input_grad else None
+    return dx, dkernel, _bias_grad(dz)
+
+
+def _bias_grad(dz):
+    """``dL/dbias``: ``dz`` summed over samples and positions, one contiguous axis at a time.
+
+    (``sum(dz, axis=(0, 2, 3))`` reduces over non-adjacent axes, which CuPy does slowly.)
+    """
+    xp = namespace(dz)
+    n, f = dz.shape[:2]
+    return xp.sum(xp.sum(xp.reshape(dz, (n, f, -1)), axis=2), axis=0)
+
+
+def _input_grad(dz, kernel, input_hw, stride, padding):
+    """``dL/dx`` as a transposed convolution: ``dz`` laid out on the input grid, correlated with
+    the flipped kernel, whose input and output channels swap.
+
+    Input row ``r`` met output row ``y`` through kernel row ``i`` when ``r = y*s + i - top``.
+    On a canvas of ``h + kh - 1`` rows holding ``dz[y]`` at row ``y*s + kh - 1 - top``,
+    ``dx[r] = sum_i' canvas[r + i'] * kernel[kh - 1 - i']``: a stride-1 correlation.
+    Rows of ``dz`` that land outside the canvas met only padding.
+    """
+    xp = namespace(dz)
     n, f, oh, ow = dz.shape
-    _, c, kh, kw = kernel.shape
-    dz3 = xp.reshape(dz, (n, f, oh * ow))
-    cols = xp.reshape(col, (n, c * kh * kw, oh * ow))
-    dbias = xp.sum(dz, axis=(0, 2, 3))
-    dkernel = xp.sum(xp.matmul(dz3, xp.matrix_transpose(cols)), axis=0)
-    dkernel = xp.reshape(dkernel, kernel.shape)
-    if not need_input_grad:
-        return None, dkernel, dbias
-    weights = xp.reshape(kernel, (f, c * kh * kw))
-    dcols = xp.matmul(xp.matrix_transpose(weights), dz3)  # (n, c*kh*kw, oh*ow)
-    padded_hw = tuple(i + before + after for i, (before, after) in zip(input_hw, padding))
-    dx = col2im(xp.reshape(dcols, col.shape), padded_hw, stride)
-    return unpad2d(dx, padding), dkernel, dbias
+    kh, kw = kernel.shape[2:]
+    (h, w), (sh, sw), ((top, _), (left, _)) = input_hw, stride, padding
+    from_rows, to_rows = spread(oh, sh, kh - 1 - top, h + kh - 1)
+    from_cols, to_cols = spread(ow, sw, kw - 1 - left, w + kw - 1)
+    canvas = xp.zeros((n, f, h + kh - 1, w + kw - 1), dtype=dz.dtype, device=device(dz))
+    canvas[:, :, to_rows, to_cols] = dz[:, :, from_rows, from_cols]
+    col = im2col(canvas, (kh, kw), (1, 1), (h, w))  # (n, f, kh, kw, h, w)
+    dx = xp.tensordot(col, xp.flip(kernel, axis=(2, 3)), axes=([1, 2, 3], [0, 2, 3]))  # (n, h, w, c)
+    return xp.permute_dims(dx, (0, 3, 1, 2))
 
 
 def _activate(act, slope, z):
@@ -74,7 +96,7 @@ def _check_act(act, slope):
         raise ValueError(f"lrelu needs a slope between 0 and 1, got {slope!r}")
 
 
-@overridable("conv2d_act_forward", n_arrays=3)
+@overridable("conv2d_act_forward", arrays=3)
 def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0.0, training=False):
     """A convolution layer's forward pass: ``out = act(x ⋆ kernel + bias)``.
 
@@ -91,34 +113,24 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     return out, ((tuple(x.shape), col, out) if training else None)
 
 
+@overridable("conv2d_act_backward", arrays=(0, 2))
 def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
     """Gradients ``(dx, dkernel, dbias)`` of :func:`conv2d_act_forward` from ``delta = dL/dout``.
 
-    ``cache`` must come from :func:`conv2d_act_forward` with the same ``act``;
-    ``dx`` is ``None`` when ``need_input_grad`` is false. A cache made by a
-    fast path carries its own ``backward`` (the matching fast backward pass).
+    ``cache`` must come from :func:`conv2d_act_forward` with the same ``act``,
+    and from the same implementation (a fast path's cache goes to its own
+    backward pass, chosen like the forward one); ``dx`` is ``None`` when
+    ``need_input_grad`` is false.
     """
     _check_act(act, slope)
     if not isinstance(cache, tuple):
-        return cache.backward(delta, kernel, stride, padding, act, slope, need_input_grad)
-    return _conv2d_act_backward(delta, cache, kernel, stride, padding, act, slope, need_input_grad)
-
-
-def _conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", slope=0.0, need_input_grad=True):
+        raise TypeError(
+            f"conv2d_act_backward got a {type(cache).__name__} cache from a backend fast path; "
+            "run the backward pass with fast paths as they were for the forward pass"
+        )
     shape, col, out = cache
     dz = _activation_grad(act, slope, out, delta)
     return conv2d_backward(dz, col, kernel, shape[2:], stride, padding, need_input_grad)
-
-
-conv2d_act_backward.generic = _conv2d_act_backward
-
-
-def _taps(kernel_hw, stride, out_hw):
-    """Each kernel offset ``(i, j)`` with the input slices it meets."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel_hw, stride, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            yield i, j, (slice(None), slice(None), _window(i, sh, oh), _window(j, sw, ow))
 
 
 def conv2d_direct_forward(x, kernel, bias, stride, padding):
@@ -128,9 +140,9 @@ def conv2d_direct_forward(x, kernel, bias, stride, padding):
     out_hw = conv_output_shape(x.shape[2:], kernel.shape[2:], stride, padding)
     xpad = pad2d(x, padding)
     z = xp.zeros((x.shape[0], f, *out_hw), dtype=x.dtype, device=device(x))
-    for i, j, under in _taps(kernel.shape[2:], stride, out_hw):
+    for i, j, rows, cols in kernel_offsets(kernel.shape[2:], stride, out_hw):
         # (n, c, oh, ow) · (f, c) over c -> (n, oh, ow, f)
-        contribution = xp.tensordot(xpad[under], kernel[:, :, i, j], axes=([1], [1]))
+        contribution = xp.tensordot(xpad[:, :, rows, cols], kernel[:, :, i, j], axes=([1], [1]))
         z = z + xp.permute_dims(contribution, (0, 3, 1, 2))
     return z + xp.reshape(bias, (f, 1, 1))
 
@@ -141,8 +153,8 @@ def conv2d_direct_backward(dz, x, kernel, stride, padding):
     xpad = pad2d(x, padding)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype, device=device(x))
     dkernel = xp.zeros(kernel.shape, dtype=kernel.dtype, device=device(kernel))
-    for i, j, under in _taps(kernel.shape[2:], stride, dz.shape[2:]):
-        dkernel[:, :, i, j] = xp.tensordot(dz, xpad[under], axes=([0, 2, 3], [0, 2, 3]))
+    for i, j, rows, cols in kernel_offsets(kernel.shape[2:], stride, dz.shape[2:]):
+        dkernel[:, :, i, j] = xp.tensordot(dz, xpad[:, :, rows, cols], axes=([0, 2, 3], [0, 2, 3]))
         back = xp.tensordot(dz, kernel[:, :, i, j], axes=([1], [0]))  # (n, oh, ow, c)
-        dxpad[under] = dxpad[under] + xp.permute_dims(back, (0, 3, 1, 2))
-    return unpad2d(dxpad, padding), dkernel, xp.sum(dz, axis=(0, 2, 3))
+        dxpad[:, :, rows, cols] = dxpad[:, :, rows, cols] + xp.permute_dims(back, (0, 3, 1, 2))
+    return unpad2d(dxpad, padding), dkernel, _bias_grad(dz)

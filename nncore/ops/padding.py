@@ -5,6 +5,8 @@ from numbers import Integral
 
 from array_api_compat import device
 
+from backends.geometry import output_hw
+
 from .._array import namespace
 
 
@@ -37,9 +39,7 @@ def _same(size, kernel, stride):
 
 def conv_output_shape(input_hw, kernel_hw, stride_hw, padding):
     """Output ``(oh, ow)`` of a sliding window: ``floor((i + pads - k) / s) + 1``."""
-    return tuple(
-        (i + before + after - k) // s + 1 for i, k, s, (before, after) in zip(input_hw, kernel_hw, stride_hw, padding)
-    )
+    return output_hw(input_hw, kernel_hw, stride_hw, padding)
 
 
 def pad2d(x, padding):

@@ -1,22 +1,27 @@
 """Max and average pooling over ``(n, c, h, w)`` images, without padding.
 
-Like im2col, both directions loop over the window offsets and take one strided
-slice each, so overlapping windows (stride < window) and strides larger than
-the window need no special case.
+Both directions see the windows through their offsets
+(:func:`backends.geometry.kernel_offsets`): one strided slice of the input per
+offset ``(i, j)``, so overlapping windows (stride < window) and strides larger
+than the window need no special case. The forward pass stacks the slices and
+reduces over them once; the backward pass routes the gradient to every offset
+at once, and when the windows tile the input (stride = window) that routed
+array already is the input gradient, laid out differently.
 """
 
 from array_api_compat import device
 
+from backends.geometry import kernel_offsets, output_hw
+
 from .._array import namespace
 from ._dispatch import overridable
-from .conv import _taps
 
 POOLINGS = ("max", "average")
 
 
 def pool_output_shape(input_hw, kernel_hw, stride_hw):
     """``floor((i - k) / s) + 1`` for each spatial axis."""
-    return tuple((i - k) // s + 1 for i, k, s in zip(input_hw, kernel_hw, stride_hw))
+    return output_hw(input_hw, kernel_hw, stride_hw)
 
 
 @overridable("pool2d_forward")
@@ -24,37 +29,49 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     """Pool ``x``; return ``(y, argmax)`` where ``argmax`` (max pooling only) is the
     window offset ``i * kw + j`` of the first maximal element of each window.
 
-    ``argmax`` is an integer array: int32 here, int8 from the NumPy fast path
-    (same values). ``need_argmax=False`` (inference) skips the offsets and
-    returns ``(y, None)``.
+    A window holding NaN pools to NaN, and its ``argmax`` is its first NaN (as
+    NumPy's ``max``/``argmax`` and torch's max pooling). ``argmax`` is an integer
+    array: the namespace's index type here, int8 from the NumPy fast path (same
+    values). ``need_argmax=False`` (inference) skips the offsets and returns
+    ``(y, None)``.
     """
     xp = namespace(x)
     out_hw = pool_output_shape(x.shape[2:], kernel_hw, stride_hw)
-    taps = _taps(kernel_hw, stride_hw, out_hw)
+    windows = xp.stack([x[:, :, rows, cols] for _, _, rows, cols in kernel_offsets(kernel_hw, stride_hw, out_hw)])
     if pooling == "average":
-        y = sum(x[under] for _, _, under in taps)
-        return y / (kernel_hw[0] * kernel_hw[1]), None
-    _, _, under = next(taps)
-    best = x[under]
-    argmax = xp.zeros(best.shape, dtype=xp.int32, device=device(x))
-    for offset, (_, _, under) in enumerate(taps, start=1):
-        window = x[under]
-        # Strictly greater keeps the first maximum on ties, as torch does.
-        better = window > best
-        best = xp.where(better, window, best)
-        argmax = xp.where(better, offset, argmax)
-    return best, (argmax if need_argmax else None)
+        return xp.sum(windows, axis=0) / (kernel_hw[0] * kernel_hw[1]), None
+    return xp.max(windows, axis=0), (xp.argmax(windows, axis=0) if need_argmax else None)
 
 
 @overridable("pool2d_backward")
 def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=None):
     """Gradient with respect to the pooling input; overlapping windows add up."""
     xp = namespace(dy)
-    n, c = dy.shape[:2]
-    dx = xp.zeros((n, c, *input_hw), dtype=dy.dtype, device=device(dy))
-    zero = xp.zeros_like(dy)
-    share = dy / (kernel_hw[0] * kernel_hw[1]) if pooling == "average" else None
-    for offset, (_, _, under) in enumerate(_taps(kernel_hw, stride_hw, dy.shape[2:])):
-        routed = share if share is not None else xp.where(argmax == offset, dy, zero)
-        dx[under] = dx[under] + routed
+    n, c, oh, ow = dy.shape
+    (kh, kw), (h, w) = kernel_hw, input_hw
+    routed = _routed(dy, kernel_hw, pooling, argmax)  # (n, c, oh, kh, ow, kw)
+    if tuple(stride_hw) == tuple(kernel_hw):
+        # The windows tile the input: row oh*kh + i of the input is row i of window oh.
+        tiled = xp.reshape(routed, (n, c, oh * kh, ow * kw))
+        if (oh * kh, ow * kw) == (h, w):
+            return tiled
+        dx = xp.zeros((n, c, h, w), dtype=dy.dtype, device=device(dy))
+        dx[:, :, : oh * kh, : ow * kw] = tiled  # rows and columns no window met get no gradient
+        return dx
+    dx = xp.zeros((n, c, h, w), dtype=dy.dtype, device=device(dy))
+    for i, j, rows, cols in kernel_offsets(kernel_hw, stride_hw, (oh, ow)):
+        dx[:, :, rows, cols] = dx[:, :, rows, cols] + routed[:, :, :, i, :, j]
     return dx
+
+
+def _routed(dy, kernel_hw, pooling, argmax):
+    """The gradient each window offset ``(i, j)`` receives, as ``(n, c, oh, kh, ow, kw)``."""
+    xp = namespace(dy)
+    n, c, oh, ow = dy.shape
+    kh, kw = kernel_hw
+    if pooling == "average":
+        share = xp.reshape(dy / (kh * kw), (n, c, oh, 1, ow, 1))
+        return xp.broadcast_to(share, (n, c, oh, kh, ow, kw))
+    offsets = xp.reshape(xp.arange(kh * kw, device=device(dy)), (kh, 1, kw))  # i * kw + j at (i, ., j)
+    chosen = xp.reshape(argmax, (n, c, oh, 1, ow, 1)) == offsets
+    return xp.where(chosen, xp.reshape(dy, (n, c, oh, 1, ow, 1)), 0.0)

@@ -1,0 +1,312 @@
+"""A CNN as a model file's contents, and back: metadata (JSON) plus named arrays.
+
+The container itself (zip, JSON member, atomic writes, limits against hostile
+files) is :mod:`nncore.io`; this module knows the model. Format version 1::
+
+    {"format": "nncore.CNN", "format_version": 1, "nncore_version": "0.1.0",
+     "saved_from_backend": "numpy",                # informational only
+     "dtype": "float32", "seed": 2023,             # seed: int, list of ints or null
+     "cost_func": "CostCrossEntropy",              # a key of nncore.costs.COSTS
+     "scheduler": {"name": "Adam", "config": {"eta": 0.001, "rho": 0.9, ...}},
+     "input_shape": [1, 28, 28],                   # null: never built (no arrays stored)
+     "rng": {"init": <PCG64 state>, "shuffle": <PCG64 state>},
+     "layers": [
+       {"type": "Convolution2DLayer",              # a registered layer name (nncore.layers.LAYERS)
+        "config": {...},                           # the layer's get_config()
+        "scheduler": null,                         # or {"name", "config"}: the layer's own scheduler
+        "params": {"kernel": "param.0.kernel", "bias": "param.0.bias"},          # when built
+        "optimizer": {"kernel": {"name": "Adam", "config": {...},
+                                 "state": {"moment": {"array": "state.0.kernel.moment"},
+                                           "second": {"array": "state.0.kernel.second"}, "t": 12}}, ...}},
+       ...]}
+
+Arrays: ``param.<layer>.<name>`` (the model's dtype) and
+``state.<layer>.<name>.<key>`` (a parameter's slice of its scheduler's state).
+Activations, costs, schedulers and layers are stored BY NAME and looked up in
+nncore's registries on load; nothing is unpickled or run.
+"""
+
+import math
+from numbers import Integral, Real
+
+from backends import dtype_name, to_numpy
+
+from . import costs, io, schedulers
+from .layers import layer_class
+
+FORMAT = "nncore.CNN"
+FORMAT_VERSION = 1
+MAX_SIZE = 2**40  # no layer size, count or shape entry in a file may exceed this
+
+
+def save(model, path):
+    """Write ``model`` to ``path`` (see :meth:`nncore.CNN.save`); returns the path."""
+    parallel = model.comm
+    if parallel is not None and parallel.Get_rank() != 0:
+        parallel.Barrier()  # rank 0 writes; the file exists when this returns
+        return io.npz_path(path)
+    try:
+        metadata, arrays = file_parts(model)
+        return io.write(path, metadata, arrays)
+    finally:
+        if parallel is not None:
+            parallel.Barrier()
+
+
+def file_parts(model):
+    """``(metadata, {name: host array})`` describing ``model`` completely."""
+    from . import __version__
+
+    seed = model.seed
+    if isinstance(seed, Integral) and not isinstance(seed, bool):
+        seed = int(seed)
+    elif isinstance(seed, (list, tuple)) and all(isinstance(s, Integral) for s in seed):
+        seed = [int(s) for s in seed]
+    else:
+        seed = None  # a SeedSequence or Generator: the saved RNG states carry everything needed
+    metadata = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "nncore_version": __version__,
+        "saved_from_backend": model.backend.name, "dtype": dtype_name(model.dtype), "seed": seed,
+        "cost_func": _registered_name(costs.COSTS, model.cost_func, "cost function", "nncore.costs.COSTS"),
+        "scheduler": _scheduler_json(model.scheduler, "the CNN"),
+        "input_shape": None if model.input_shape is None else [int(s) for s in model.input_shape],
+        "rng": {"init": _rng_json(model.init_rng), "shuffle": _rng_json(model.shuffle_rng)},
+        "layers": [],
+    }
+    arrays = {}
+    for index, layer in enumerate(model.layers):
+        where = f"layer {index} ({type(layer).__name__})"
+        if layer.layer_name is None or layer_class(layer.layer_name) is not type(layer):
+            raise ValueError(f"save: {where} is not registered; register its class with "
+                             "nncore.layers.register_layer(name) to save it (and before loading)")
+        try:
+            config = layer.get_config()
+        except ValueError as exc:
+            raise ValueError(f"save: {where}: {exc}") from None
+        entry = {"type": layer.layer_name, "config": config}
+        if layer.params:
+            entry["scheduler"] = (None if layer.scheduler is model.scheduler
+                                  else _scheduler_json(layer.scheduler, where))
+        if layer.params and model.parameters is not None:
+            entry["params"], entry["optimizer"] = {}, {}
+            group = model.parameters.group_of(layer)
+            for name in layer.params:
+                entry["params"][name] = key = f"param.{index}.{name}"
+                arrays[key] = to_numpy(getattr(layer, name))
+                spec, state = _scheduler_json(group, f"{where} parameter {name!r}"), {}
+                for attr, value in model.parameters.parameter_state(layer, name).items():
+                    if value is None or isinstance(value, (bool, Integral, Real)):
+                        state[attr] = value
+                    else:
+                        state[attr] = {"array": f"state.{index}.{name}.{attr}"}
+                        arrays[state[attr]["array"]] = to_numpy(value)
+                spec["state"] = state
+                entry["optimizer"][name] = spec
+        metadata["layers"].append(entry)
+    for key, value in arrays.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"save: array {key!r} has dtype {value.dtype}; only floating-point arrays are saved")
+    return metadata, arrays
+
+
+def load(cls, path, backend):
+    """A ``cls`` (CNN) read from ``path`` onto ``backend`` (see :meth:`nncore.CNN.load`)."""
+    with io.read(path) as archive:
+        return _model_from(cls, archive, backend)
+
+
+def _model_from(cls, archive, backend):
+    meta = archive.metadata
+    _require(archive, meta, "", ("format", "dtype", "cost_func", "scheduler", "input_shape", "layers", "rng", "seed"))
+    if meta["format"] != FORMAT:
+        raise archive.error("format", f"is {meta['format']!r}, not {FORMAT!r}: not an nncore model file")
+    version = meta.get("format_version")
+    if not (isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= FORMAT_VERSION):
+        raise archive.error("format_version", f"is {version!r}; this nncore reads format versions 1 to "
+                            f"{FORMAT_VERSION} (a newer file needs a newer nncore)")
+    if meta["dtype"] not in ("float32", "float64"):
+        raise archive.error("dtype", f"must be 'float32' or 'float64', got {meta['dtype']!r}")
+    cost = costs.COSTS.get(meta["cost_func"]) if isinstance(meta["cost_func"], str) else None
+    if cost is None:
+        raise archive.error("cost_func", f"unknown cost function {meta['cost_func']!r}; known: {sorted(costs.COSTS)}")
+    seed = meta["seed"]
+    if not (seed is None or _is_count(seed) or isinstance(seed, list) and len(seed) <= 64
+            and all(_is_count(s) for s in seed)):
+        raise archive.error("seed", f"must be null, an int >= 0 or a short list of them, got {seed!r}")
+    model = cls(cost_func=cost, scheduler=_scheduler_from(archive, meta["scheduler"], "scheduler"), seed=seed,
+                backend=backend, dtype=meta["dtype"])
+    layers = meta["layers"]
+    if not isinstance(layers, list):
+        raise archive.error("layers", "must be a list")
+    for index, entry in enumerate(layers):
+        try:
+            model.add_layer(_layer_from(archive, entry, f"layers[{index}]"))
+        except ValueError as exc:
+            raise archive.error(f"layers[{index}]", str(exc)) from None
+    _set_rng(archive, model.init_rng, meta["rng"], "init")
+    _set_rng(archive, model.shuffle_rng, meta["rng"], "shuffle")
+    shape = meta["input_shape"]
+    if shape is None:
+        archive.expect_members(())
+        return model
+    if not (isinstance(shape, list) and 1 <= len(shape) <= 8 and all(_is_count(s, 1) for s in shape)):
+        raise archive.error("input_shape", f"must be a list of 1 to 8 ints >= 1, got {shape!r}")
+    try:
+        model.build(tuple(shape), init=False, method="load")  # shapes only: nothing is drawn or allocated
+    except (TypeError, ValueError) as exc:
+        raise archive.error("input_shape", f"the layers cannot be built for {tuple(shape)}: {exc}") from None
+    _load_arrays(archive, model, layers)
+    return model
+
+
+def _layer_from(archive, entry, where):
+    if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("config"), dict)):
+        raise archive.error(where, "must be an object with a 'type' string and a 'config' object")
+    try:
+        cls = layer_class(entry["type"])
+    except ValueError as exc:
+        raise archive.error(f"{where}.type", str(exc)) from None
+    config = entry["config"]
+    for key, value in config.items():
+        if isinstance(value, Integral) and not isinstance(value, bool) and not 0 <= value <= MAX_SIZE:
+            raise archive.error(f"{where}.config.{key}", f"is {value}, outside [0, {MAX_SIZE}]")
+    own = entry.get("scheduler")
+    try:
+        layer = cls.from_config(config)
+    except (TypeError, ValueError) as exc:
+        raise archive.error(f"{where}.config", f"cannot rebuild {cls.__name__}: {exc}") from None
+    if own is not None and layer.params:
+        layer.scheduler = _scheduler_from(archive, own, f"{where}.scheduler")
+    return layer
+
+
+def _load_arrays(archive, model, layers):
+    """Read every parameter and scheduler state array, each checked against the shape the layers imply."""
+    dtype = dtype_name(model.dtype)
+    expected, states = [], {}
+    for index, (layer, entry) in enumerate(zip(model.layers, layers)):
+        if not layer.params:
+            continue
+        where = f"layers[{index}]"
+        params, optimizer = entry.get("params"), entry.get("optimizer")
+        if not (isinstance(params, dict) and set(params) == set(layer.params)):
+            raise archive.error(f"{where}.params", f"must name the arrays of {list(layer.params)}, got {params!r}")
+        if not (isinstance(optimizer, dict) and set(optimizer) == set(layer.params)):
+            raise archive.error(f"{where}.optimizer", f"must hold the state of {list(layer.params)}")
+        for name, shape in layer.param_shapes(layer.input_shape).items():
+            expected.append(params[name])
+            spec = optimizer[name]
+            template = _scheduler_from(archive, spec, f"{where}.optimizer.{name}")
+            state = spec.get("state")
+            if not (isinstance(state, dict) and set(state) == set(template.state_dict())):
+                raise archive.error(f"{where}.optimizer.{name}.state",
+                                    f"must have the keys {sorted(template.state_dict())}, got {state!r}")
+            states[(layer, name)] = state
+            for key, value in state.items():
+                if isinstance(value, dict):
+                    if set(value) != {"array"} or not isinstance(value["array"], str):
+                        raise archive.error(f"{where}.optimizer.{name}.state.{key}", "malformed array entry")
+                    expected.append(value["array"])
+                elif key == "t" and not _is_count(value, 0, schedulers.MAX_STEPS):
+                    raise archive.error(f"{where}.optimizer.{name}.state.t",
+                                        f"must be an int in [0, {schedulers.MAX_STEPS}], got {value!r}")
+                elif key != "t" and value is not None:
+                    raise archive.error(f"{where}.optimizer.{name}.state.{key}", f"unexpected value {value!r}")
+    if len(set(expected)) != len(expected):
+        raise archive.error("layers", "two entries name the same array")
+    archive.expect_members(expected)
+    for layer in model.layers:
+        for name, shape in layer.param_shapes(layer.input_shape).items():
+            if (layer, name) in states:
+                key = layers[layer.position]["params"][name]
+                setattr(layer, name, model.backend.asarray(archive.array(key, shape, dtype), dtype=model.dtype))
+                for attr, value in states[(layer, name)].items():
+                    if isinstance(value, dict):
+                        states[(layer, name)][attr] = archive.array(value["array"], shape, dtype)
+    model.bind_parameters()
+    try:
+        model.parameters.load_parameter_states(states)
+    except ValueError as exc:
+        raise archive.error("layers", str(exc)) from None
+
+
+# ---- names, schedulers and generators --------------------------------------------------------
+
+
+def _registered_name(registry, func, what, registry_name):
+    for name, value in registry.items():
+        if value is func:
+            return name
+    label = getattr(func, "__name__", repr(func))
+    raise ValueError(f"save: the CNN uses the {what} {label!r}, which is not in {registry_name}; nncore saves "
+                     f"functions by name only (no pickle), so register it first (e.g. {registry_name}"
+                     f"[{label!r}] = {label}) and do the same before loading")
+
+
+def _scheduler_json(scheduler, where):
+    cls = type(scheduler)
+    if schedulers.SCHEDULERS.get(cls.__name__) is not cls:
+        raise ValueError(
+            f"save: {where} uses the scheduler {cls.__name__}, which is not in nncore.schedulers.SCHEDULERS; "
+            "nncore saves schedulers by name only (no pickle), so register the class first "
+            f"(nncore.schedulers.SCHEDULERS[{cls.__name__!r}] = {cls.__name__}) and do the same before loading")
+    config = {}
+    for key, value in scheduler.get_config().items():
+        if not (value is None or isinstance(value, (bool, Integral))
+                or isinstance(value, Real) and math.isfinite(float(value))):
+            raise ValueError(f"save: {where}: scheduler {cls.__name__} setting {key!r} is {value!r}; only finite "
+                             "numbers, booleans and None can be saved")
+        config[key] = value if value is None or isinstance(value, bool) else (
+            int(value) if isinstance(value, Integral) else float(value))
+    return {"name": cls.__name__, "config": config}
+
+
+def _scheduler_from(archive, spec, where):
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("config"), dict)):
+        raise archive.error(where, "must be an object with a 'name' string and a 'config' object")
+    cls = schedulers.SCHEDULERS.get(spec["name"])
+    if cls is None:
+        raise archive.error(f"{where}.name", f"unknown scheduler {spec['name']!r}; known: "
+                            f"{sorted(schedulers.SCHEDULERS)}")
+    config = spec["config"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in config.values()):
+        raise archive.error(f"{where}.config", f"settings must be numbers, got {config!r}")
+    try:
+        return cls(**config)
+    except (TypeError, ValueError) as exc:
+        raise archive.error(f"{where}.config", f"cannot create {spec['name']}(**{config}): {exc}") from None
+
+
+def _rng_json(rng):
+    state = rng.bit_generator.state
+    if state.get("bit_generator") != "PCG64":
+        raise ValueError(f"save: only PCG64 generators can be saved, got {state.get('bit_generator')!r}")
+    return {"bit_generator": "PCG64", "state": {"state": int(state["state"]["state"]),
+                                               "inc": int(state["state"]["inc"])},
+            "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
+
+
+def _set_rng(archive, rng, spec, which):
+    field = f"rng.{which}"
+    state = spec.get(which) if isinstance(spec, dict) else None
+    if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
+        raise archive.error(field, "must be a PCG64 generator state")
+    inner = state.get("state")
+    if not (isinstance(inner, dict) and all(_is_count(inner.get(k), 0, 2**128 - 1) for k in ("state", "inc"))
+            and _is_count(state.get("has_uint32"), 0, 1) and _is_count(state.get("uinteger"), 0, 2**32 - 1)):
+        raise archive.error(field, "malformed PCG64 state")
+    rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": inner["state"], "inc": inner["inc"]},
+                               "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
+
+
+def _require(archive, meta, where, keys):
+    if not isinstance(meta, dict):
+        raise archive.error(where or "metadata", "must be a JSON object")
+    missing = [key for key in keys if key not in meta]
+    if missing:
+        raise archive.error(where or "metadata", f"lacks {missing}")
+
+
+def _is_count(value, low=0, high=MAX_SIZE):
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+

@@ -1,0 +1,242 @@
+"""All parameters of a network in one flat buffer, updated a few operations at a time.
+
+Each kernel, weight matrix and bias of a :class:`~nncore.CNN` is a reshaped
+slice of one flat 1-D array, and its gradient a slice of one flat gradient.
+The parameters are grouped by scheduler (the CNN's own, or a layer's own), each
+group a contiguous range with one scheduler whose state covers the whole range,
+so one update step costs a handful of array operations however many layers
+there are (what ``torch.optim``'s ``foreach`` updates do). On a GPU each array
+operation is a kernel launch, which is what this saves.
+
+Safety: a step builds a NEW flat buffer (and new scheduler state) and rebinds
+the layers' parameters to views of it; nothing is updated in place. A snapshot
+(:meth:`FlatParameters.snapshot`) is therefore just references, and
+``CNN.fit`` rolls back a step cut short by Ctrl-C, or restores the last finite
+epoch after divergence, by restoring one.
+"""
+
+import bisect
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+
+class FlatParameters:
+    """The parameters of ``layers`` as views of one flat buffer on ``backend``.
+
+    Parameters
+    ----------
+    layers : list of Layer
+        Built layers; their current parameter values become the buffer's contents.
+    backend : backends.Backend
+    dtype : dtype of the backend
+
+    Attributes
+    ----------
+    flat : array, shape (n_params,)
+        The parameters, group by group, layer order within a group.
+    entries : list of (layer, name, start, stop, shape)
+    groups : list of (scheduler, start, stop)
+        Each group's scheduler (a fresh copy of the layers' template) and range.
+    """
+
+    def __init__(self, layers, backend, dtype):
+        self.backend, self.dtype = backend, dtype
+        groups = {}  # id(scheduler) -> (scheduler, [(layer, name)]): one group per scheduler object
+        for layer in layers:
+            for name in layer.params:
+                groups.setdefault(id(layer.scheduler), (layer.scheduler, []))[1].append((layer, name))
+        self.entries, self.groups, start = [], [], 0
+        for template, members in groups.values():
+            group_start = start
+            for layer, name in members:
+                shape = tuple(getattr(layer, name).shape)
+                stop = start + math.prod(shape)
+                self.entries.append((layer, name, start, stop, shape))
+                start = stop
+            self.groups.append((template.fresh(), group_start, start))
+        self.size = start
+        mask = np.zeros(self.size)
+        for layer, name, begin, end, _ in self.entries:
+            if name in layer.penalised:
+                mask[begin:end] = 1.0
+        self._penalty_mask = backend.asarray(mask, dtype=dtype)
+        self._lam, self._lam_mask = 0.0, None
+        self.flat = self.concat([getattr(layer, name) for layer, name, *_ in self.entries])
+        self.bind(self.flat)
+        for layer in layers:
+            if layer.params:
+                layer.schedulers = ParameterSchedulers(self, layer)
+
+    def concat(self, arrays):
+        """One flat array from ``arrays`` (1-D ones are not reshaped: one operation fewer each)."""
+        xp = self.backend.xp
+        flat = [a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays]
+        return flat[0] if len(flat) == 1 else xp.concat(flat)
+
+    def bind(self, flat):
+        """Make ``flat`` the parameters: every layer's arrays become views of it."""
+        xp = self.backend.xp
+        self.flat, self._views = flat, []
+        for layer, name, start, stop, shape in self.entries:
+            view = flat[start:stop]
+            view = view if len(shape) == 1 else xp.reshape(view, shape)
+            setattr(layer, name, view)
+            self._views.append(view)
+
+    def adopt_assigned(self):
+        """Take in parameters assigned since the last bind (``layer.kernel = ...``): nothing is lost.
+
+        Only identity checks on the host unless something was assigned.
+        """
+        current = [getattr(layer, name) for layer, name, *_ in self.entries]
+        if all(a is b for a, b in zip(current, self._views)):
+            return
+        for (layer, name, _, _, shape), value in zip(self.entries, current):
+            if tuple(value.shape) != shape:
+                raise ValueError(f"{layer.label}.{name} was assigned an array of shape {tuple(value.shape)}; "
+                                 f"it must keep its shape {shape}")
+        self.bind(self.concat([self.backend.asarray(value, dtype=self.dtype) for value in current]))
+
+    def gradient(self):
+        """The layers' gradients (after a backward pass) as one flat array, in the buffer's order."""
+        self.adopt_assigned()
+        return self.concat([layer.grads[name] for layer, name, *_ in self.entries])
+
+    def step(self, gradient, lam=0.0):
+        """Add the L2 term ``lam * W`` to the flat ``gradient`` and apply each group's scheduler."""
+        self.adopt_assigned()
+        if lam:
+            if lam != self._lam:
+                self._lam, self._lam_mask = lam, lam * self._penalty_mask
+            gradient = gradient + self._lam_mask * self.flat
+        if len(self.groups) == 1:
+            new = self.flat - self.groups[0][0].update_change(gradient)
+        else:
+            new = self.concat([self.flat[start:stop] - scheduler.update_change(gradient[start:stop])
+                               for scheduler, start, stop in self.groups])
+        self.bind(new)
+
+    # ---- snapshots ---------------------------------------------------------------------
+
+    def snapshot(self, copy=False):
+        """The parameters and scheduler states; references only unless ``copy``."""
+        xp = self.backend.xp
+        self.adopt_assigned()
+
+        def keep(value):
+            return xp.asarray(value, copy=True) if copy and _is_array(value) else value
+
+        return keep(self.flat), [{key: keep(value) for key, value in scheduler.state_dict().items()}
+                                 for scheduler, *_ in self.groups]
+
+    def restore(self, snapshot):
+        flat, states = snapshot
+        for (scheduler, *_), state in zip(self.groups, states):
+            scheduler.load_state_dict(state)
+        self.bind(flat)
+
+    def finite(self):
+        """A device boolean: every parameter is finite."""
+        xp = self.backend.xp
+        return xp.all(xp.isfinite(self.flat))
+
+    def state_finite(self):
+        """A device boolean: every scheduler state array (moments, sums) is finite."""
+        xp = self.backend.xp
+        ok = xp.asarray(True, device=self.backend.device)
+        for scheduler, *_ in self.groups:
+            for value in scheduler.state_dict().values():
+                if _is_array(value):
+                    ok = ok & xp.all(xp.isfinite(value))
+        return ok
+
+    # ---- per-parameter views of the scheduler state (saving, inspection) -------------------------
+
+    def group_of(self, layer):
+        """The scheduler that updates ``layer``'s parameters."""
+        start = self._where(layer, layer.params[0])[0]
+        return next(scheduler for scheduler, begin, stop in self.groups if begin <= start < stop)
+
+    def parameter_state(self, layer, name):
+        """The scheduler state of one parameter: its slices of the group's arrays, and ``t``."""
+        xp = self.backend.xp
+        scheduler, (start, stop, shape) = self.group_of(layer), self._where(layer, name)
+        return {key: xp.reshape(value[start:stop], shape) if _is_array(value) else value
+                for key, value in scheduler.state_dict().items()}
+
+    def load_parameter_states(self, states):
+        """Set every group's state from ``{(layer, name): state dict}`` (host or device arrays).
+
+        The parameters of one group step together, so their step counts and
+        whether they have state yet must agree; ``ValueError`` otherwise.
+        """
+        members_of = [[] for _ in self.groups]
+        starts = [start for _, start, _ in self.groups]
+        for layer, name, begin, *_ in self.entries:
+            members_of[bisect.bisect_right(starts, begin) - 1].append((layer, name))
+        for (scheduler, *_), members in zip(self.groups, members_of):
+            merged = {}
+            for key in scheduler.state_dict():
+                values = [states[member][key] for member in members]
+                arrays = [_is_array(v) for v in values]
+                if any(arrays) and not all(arrays) or not any(arrays) and any(v != values[0] for v in values):
+                    labels = ", ".join(f"{layer.label}.{name}" for layer, name in members)
+                    raise ValueError(f"the scheduler states of {labels} disagree in {key!r}; parameters that "
+                                     "share a scheduler step together")
+                merged[key] = (self.concat([self.backend.asarray(v, dtype=self.dtype) for v in values])
+                               if all(arrays) else values[0])
+            scheduler.load_state_dict(merged)
+
+    def _where(self, layer, name):
+        for owner, param, start, stop, shape in self.entries:
+            if owner is layer and param == name:
+                return start, stop, shape
+        raise KeyError(f"{layer.label}.{name}")
+
+    def to(self, backend, dtype):
+        """Move the buffer and the scheduler states to ``backend`` (in place)."""
+        self.backend, self.dtype = backend, dtype
+        self._penalty_mask = backend.asarray(self._penalty_mask, dtype=dtype)
+        self._lam, self._lam_mask = 0.0, None
+        for scheduler, *_ in self.groups:
+            scheduler.load_state_dict({key: backend.asarray(value) if _is_array(value) else value
+                                       for key, value in scheduler.state_dict().items()})
+        self.bind(backend.asarray(self.flat, dtype=dtype))
+
+
+class ParameterSchedulers(Mapping):
+    """``layer.schedulers`` inside a CNN: ``{name: scheduler}`` showing each parameter's own state.
+
+    Read-only views, built on access from the network's flat state (settings
+    such as ``eta``, the step count ``t`` and the moments as arrays shaped like
+    the parameter). Changing a view changes nothing: the CNN's state lives in
+    :class:`FlatParameters`.
+    """
+
+    def __init__(self, parameters, layer):
+        self._parameters, self._layer = parameters, layer
+        self._views = {}
+
+    def __getitem__(self, name):
+        if name not in self._layer.params:
+            raise KeyError(name)
+        scheduler = self._parameters.group_of(self._layer)
+        source = tuple(scheduler.state_dict().values())
+        cached = self._views.get(name)
+        if cached is None or len(cached[0]) != len(source) or any(a is not b for a, b in zip(cached[0], source)):
+            view = scheduler.fresh()
+            view.load_state_dict(self._parameters.parameter_state(self._layer, name))
+            self._views[name] = cached = (source, view)
+        return cached[1]
+
+    def __iter__(self):
+        return iter(self._layer.params)
+
+    def __len__(self):
+        return len(self._layer.params)
+
+
+def _is_array(value):
+    return value is not None and not isinstance(value, (int, float))

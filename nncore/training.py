@@ -1,0 +1,277 @@
+"""The training loop behind :meth:`nncore.CNN.fit`.
+
+One epoch is: shuffle, then for every minibatch one training step (forward,
+backward, one update of the flat parameter buffer), then the divergence check
+and the scores. Guarantees, each tested:
+
+- Ctrl-C at any point keeps the weights of every completed minibatch (a step cut
+  short is rolled back) and returns the scores so far;
+- divergence (a NaN/inf loss, weight or scheduler state, a loss grown absurdly
+  large, or a NumPy floating-point error) restores the last good epoch and
+  raises :class:`TrainingDivergedError`;
+- no host synchronisation inside an epoch (losses and hit counts stay on the
+  device until the epoch ends);
+- with a communicator (``comm``), every process takes the same steps as one
+  process would on the same minibatches (see :mod:`nncore.distributed`).
+"""
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .validation import check_non_negative_number, check_positive_int
+
+SCORE_KEYS = ("train_error", "train_acc", "val_error", "val_acc")
+ABSURD_GROWTH = 1e8
+"""An epoch's loss above this many times the first minibatch's loss counts as divergence."""
+MAX_PADDED_EPOCHS = 1_000_000
+"""Score arrays are padded with NaN to ``epochs`` up to this length (32 MB); longer runs cut short are not."""
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The training loss, a weight or the scheduler state became NaN, infinite or absurdly large.
+
+    ``fit`` raises it after restoring the weights and scheduler state of the
+    last epoch that ended well. Attributes: ``epoch`` (1-based, the epoch that
+    diverged), ``loss`` (its loss) and ``scores`` (the scores up to the last
+    good epoch, NaN after).
+    """
+
+    def __init__(self, message, epoch=None, loss=None, scores=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.loss = loss
+        self.scores = scores
+
+
+def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle, verbose, comm):
+    """:meth:`nncore.CNN.fit` (see there)."""
+    epochs = check_positive_int("fit: epochs", epochs)
+    lam = check_non_negative_number("fit: lam", lam)
+    X = model._inputs(X)
+    t = model._targets(t, X.shape[0])
+    bounds = batch_bounds(X.shape[0], batches, batch_size)
+    validation = None
+    if X_val is not None or t_val is not None:
+        if X_val is None or t_val is None:
+            given, missing = ("X_val", "t_val") if t_val is None else ("t_val", "X_val")
+            raise ValueError(f"fit: {given} was given but {missing} was not; give both, or neither")
+        X_val = model._inputs(X_val, "X_val")
+        validation = (X_val, model._targets(t_val, X_val.shape[0], "t_val", inputs="X_val"))
+    parallel = None
+    if comm is not None:
+        from .distributed import DataParallel
+
+        parallel = DataParallel(comm, model.backend)
+    return Trainer(model, X, t, bounds, lam, shuffle, validation, parallel).run(epochs, verbose)
+
+
+class Trainer:
+    """One ``fit`` call: the data, the settings and the loop's named steps."""
+
+    def __init__(self, model, X, t, bounds, lam, shuffle, validation, parallel):
+        self.model, self.X, self.t, self.bounds = model, X, t, bounds
+        self.lam, self.shuffle, self.validation, self.parallel = lam, shuffle, validation, parallel
+        self.xp = model.backend.xp
+        self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
+        self.interrupted = False  # a deferred Ctrl-C (distributed training only)
+
+    def run(self, epochs, verbose):
+        model, parallel = self.model, self.parallel
+        scores = Scores(epochs)
+        epoch = 0
+        bar = None
+        try:
+            if parallel is not None:
+                self.synchronise_start()
+            bar = tqdm(total=epochs, disable=not verbose or (parallel is not None and not parallel.is_root),
+                       unit="epoch", dynamic_ncols=True)
+            last_good = model.parameters.snapshot(copy=True)
+            with self.deferred_interrupts():
+                for epoch in range(epochs):
+                    loss, accuracy, problem = self.train_epoch()
+                    if problem is None:
+                        problem = self.divergence(loss)
+                    if problem is not None:
+                        model.parameters.restore(last_good)
+                        raise self.diverged(epoch, epochs, loss, problem, scores)
+                    last_good = model.parameters.snapshot(copy=True)
+                    scores.record(epoch, loss, accuracy, *self.validation_scores())
+                    bar.set_postfix(scores.postfix(epoch), refresh=False)
+                    bar.update(1)
+                    if self.interrupted:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if verbose and (parallel is None or parallel.is_root):
+                message = f"fit: interrupted in epoch {epoch + 1} of {epochs}; keeping the weights learnt so far"
+                (tqdm.write if bar is not None else print)(message, file=sys.stderr)
+        except TrainingDivergedError:
+            raise
+        except Exception as exc:
+            if parallel is not None:
+                parallel.abort(f"fit failed: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        if parallel is not None:
+            model.comm = parallel.comm
+        return scores.result()
+
+    # ---- the named steps -------------------------------------------------------------------
+
+    def train_epoch(self):
+        """Every minibatch once; returns ``(loss, accuracy, problem)`` with ``problem`` None when fine."""
+        model, xp, parallel = self.model, self.xp, self.parallel
+        n = self.X.shape[0]
+        order = model.backend.asarray(model.shuffle_rng.permutation(n)) if self.shuffle else None
+        loss_sum, hits = 0.0, 0.0  # device scalars: no host round trip per batch
+        before = None
+        try:
+            for start, stop in self.bounds:
+                if parallel is not None:
+                    start, stop, weight = (*parallel.share(start, stop), (stop - start))
+                before = model.parameters.snapshot()  # references only: Ctrl-C mid-step rolls back to here
+                if stop > start:
+                    X_batch, t_batch = self.batch(order, start, stop)
+                    output = model._feedforward(X_batch, training=True)
+                    loss = model.cost_func(t_batch)(output)
+                    if self.start_loss is None and parallel is None:
+                        self.start_loss = float(loss)  # one host round trip per fit
+                    loss_sum = loss_sum + loss * (stop - start)
+                    hits = hits + model._hits(output, t_batch)
+                    model._backpropagate(t_batch)
+                    gradient = model.parameters.gradient()
+                else:
+                    gradient = xp.zeros(model.parameters.size, dtype=model.dtype, device=model.backend.device)
+                if parallel is not None:
+                    gradient = self.reduce(gradient * ((stop - start) / weight))
+                model.parameters.step(gradient, self.lam)
+                before = None
+                if self.interrupted:
+                    break
+            loss_sum, hits = float(loss_sum), float(hits)
+            if parallel is not None:
+                loss_sum, hits = parallel.sum_floats([loss_sum, hits])
+                if self.start_loss is None:
+                    self.start_loss = loss_sum / n
+        except (FloatingPointError, RuntimeWarning) as exc:
+            # Overflow warnings turned into errors (np.seterr, -W error): the same divergence.
+            return math.nan, math.nan, f"a floating-point error occurred ({type(exc).__name__}: {exc})"
+        except KeyboardInterrupt:
+            if before is not None:
+                model.parameters.restore(before)
+            raise
+        accuracy = math.nan if model.pred_format == "Regression" else hits / (n * model._hit_units())
+        return loss_sum / n, accuracy, None
+
+    def batch(self, order, start, stop):
+        if order is None:
+            return self.X[start:stop, ...], self.t[start:stop, ...]
+        index = order[start:stop]
+        return self.xp.take(self.X, index, axis=0), self.xp.take(self.t, index, axis=0)
+
+    def divergence(self, loss):
+        """Why the epoch that ended with ``loss`` counts as diverged, or None."""
+        if not math.isfinite(loss):
+            return f"the loss became {loss}"
+        parameters = self.model.parameters
+        if not bool(parameters.finite()):
+            return f"the weights became NaN or infinite (loss {loss:.6g})"
+        if not bool(parameters.state_finite()):
+            return (f"the scheduler state became NaN or infinite (loss {loss:.6g}); the gradients overflowed, "
+                    "so the weights would not move any more")
+        start = self.start_loss
+        if start is not None and math.isfinite(start) and loss > ABSURD_GROWTH * max(abs(start), 1e-12):
+            return (f"the loss grew to {loss:.6g}, more than {ABSURD_GROWTH:.0e} times its first minibatch's "
+                    f"{start:.6g}")
+        return None
+
+    def diverged(self, epoch, epochs, loss, problem, scores):
+        kept = f"its weights after epoch {epoch}, the last finite one" if epoch else "the weights it had before this fit"
+        eta = getattr(self.model.scheduler, "eta", None)
+        eta = f"eta={eta!r}" if eta is not None else "the current eta"
+        return TrainingDivergedError(
+            f"fit: training diverged in epoch {epoch + 1} of {epochs}: {problem}. The model was restored to "
+            f"{kept}. Try a smaller learning rate, e.g. a tenth of {eta}, or scale the inputs and targets",
+            epoch=epoch + 1, loss=loss, scores=scores.result())
+
+    def validation_scores(self):
+        if self.validation is None:
+            return math.nan, math.nan
+        return self.model._evaluate(*self.validation)
+
+    # ---- data-parallel pieces -----------------------------------------------------------------
+
+    def synchronise_start(self):
+        """The same weights and shuffling on every process: rank 0's."""
+        model, parallel = self.model, self.parallel
+        model.parameters.bind(parallel.broadcast(model.parameters.flat))
+        model.shuffle_rng.bit_generator.state = parallel.broadcast_object(model.shuffle_rng.bit_generator.state)
+
+    def reduce(self, gradient):
+        """Sum the flat gradient over the processes, with one extra element carrying a deferred Ctrl-C."""
+        xp = self.xp
+        flag = xp.full((1,), 1.0 if self.interrupted else 0.0, dtype=gradient.dtype, device=self.model.backend.device)
+        total = self.parallel.allreduce(xp.concat([gradient, flag]))
+        if float(total[-1]) > 0:  # one scalar per step: every process stops after the same step
+            self.interrupted = True
+        return total[:-1]
+
+    @contextlib.contextmanager
+    def deferred_interrupts(self):
+        """In distributed training, Ctrl-C sets a flag that all processes agree on at the next step."""
+        if self.parallel is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class Scores:
+    """The per-epoch scores, grown as epochs complete (nothing allocated for epochs that never run)."""
+
+    def __init__(self, epochs):
+        self.epochs = epochs
+        self.rows = []
+
+    def record(self, epoch, train_error, train_acc, val_error, val_acc):
+        self.rows.append((train_error, train_acc, val_error, val_acc))
+
+    def postfix(self, epoch):
+        names = ("loss", "acc", "val_loss", "val_acc")
+        return {name: f"{value:.4f}" for name, value in zip(names, self.rows[epoch]) if not math.isnan(value)}
+
+    def result(self):
+        length = self.epochs if self.epochs <= MAX_PADDED_EPOCHS else len(self.rows)
+        table = np.full((length, len(SCORE_KEYS)), np.nan)
+        if self.rows:
+            table[: len(self.rows)] = self.rows
+        return {key: np.ascontiguousarray(table[:, i]) for i, key in enumerate(SCORE_KEYS)}
+
+
+def batch_bounds(n, batches, batch_size):
+    """``[(start, stop), ...]`` for the course's ``batches`` or for ``batch_size``."""
+    if batches is not None and batch_size is not None:
+        raise ValueError(f"fit: give batches or batch_size, not both (got batches={batches}, batch_size={batch_size})")
+    if batch_size is not None:
+        size = check_positive_int("fit: batch_size", batch_size)
+        return [(start, min(start + size, n)) for start in range(0, n, size)]
+    batches = check_positive_int("fit: batches", 1 if batches is None else batches)
+    if batches > n:
+        raise ValueError(f"fit: batches={batches} is larger than the number of samples ({n})")
+    size = n // batches
+    # As in the course code, the last batch also takes the remainder.
+    return [(b * size, (b + 1) * size if b < batches - 1 else n) for b in range(batches)]
