@@ -26,7 +26,17 @@ from nncore.distributed import DataParallel
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
-TIMEOUT = 120  # seconds for one mpiexec run; the scripts take a few seconds
+TIMEOUT = 60  # seconds for one mpiexec run; the scripts take a few seconds
+
+# Known faults of nncore/training.py's distributed fit (strict: a fix makes these tests pass, and then fail
+# as XPASS until the mark is removed).
+ONE_PROCESS_OVERFLOW_HANGS = (
+    "Trainer.train_epoch turns a FloatingPointError into divergence on the process where it happens only; the "
+    "others wait in the next all-reduce forever. Fix: catch it per step, send a zero gradient plus a second "
+    "flag element through the all-reduce, and let every process see the flag and report the divergence")
+PARTIAL_EPOCH_SCORED = (
+    "after a deferred Ctrl-C, Trainer.run records the scores of the epoch cut short (one process records only "
+    "completed epochs). Fix: train_epoch returns that it was interrupted and run stops before scores.record")
 
 
 # ---- a pretend communicator -----------------------------------------------------------------------
@@ -325,18 +335,6 @@ def rank_files(out, processes, suffix=".npz"):
     return [json.loads((out / f"rank{r}{suffix}").read_text()) for r in range(processes)]
 
 
-def fit_has_comm():
-    import inspect
-
-    from nncore import CNN
-
-    return "comm" in inspect.signature(CNN.fit).parameters
-
-
-needs_fit_comm = pytest.mark.skipif(not fit_has_comm(), reason="waiting for the lead's 'fit: data-parallel' "
-                                    "commit: CNN.fit has no comm parameter yet")
-
-
 @pytest.mark.slow
 def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
     """distributed.world()'s exception hook: rank 0 would otherwise wait at a barrier forever."""
@@ -348,7 +346,6 @@ def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
 
 
 @pytest.mark.slow
-@needs_fit_comm
 @pytest.mark.parametrize("processes,batch_size", [(2, 7), (3, 7), (3, 2)])
 def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, batch_size):
     """40 samples in batches of 7 (odd; the last has 5) or 2 (one process of three gets none): the
@@ -366,7 +363,6 @@ def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, ba
 
 
 @pytest.mark.slow
-@needs_fit_comm
 def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path):
     started = time.monotonic()
     code, stdout, stderr = run_script("fail.py", 2, tmp_path, ok=False)
@@ -376,29 +372,31 @@ def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path
 
 
 @pytest.mark.slow
-@needs_fit_comm
-@pytest.mark.parametrize("errors", ["ignore", "raise"])
-def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors):
-    """As in one process: TrainingDivergedError in epoch 2, weights of epoch 1, on every process,
-    also when NumPy raises FloatingPointError inside one process's share of a step."""
-    run_script("diverge.py", 1, tmp_path / "one", errors)
-    run_script("diverge.py", 2, tmp_path / "two", errors)
+@pytest.mark.parametrize("errors,eta,epoch", [
+    ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1),
+    pytest.param("inject", 0.1, 1, marks=pytest.mark.xfail(strict=True, reason=ONE_PROCESS_OVERFLOW_HANGS))])
+def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta, epoch):
+    """As in one process: TrainingDivergedError in the same epoch, with the weights of the epoch before,
+    on every process; whether the loss grows absurdly (eta 1.2: measured against the first minibatch's
+    loss, as in one process), becomes NaN, NumPy raises FloatingPointError, or one process alone raises
+    it (inject) while the others go on to the all-reduce."""
+    run_script("diverge.py", 1, tmp_path / "one", errors, eta)
+    run_script("diverge.py", 2, tmp_path / "two", errors, eta)
     (alone,), ranks = rank_files(tmp_path / "one", 1), rank_files(tmp_path / "two", 2)
-    assert int(alone["epoch"]) == 2
+    assert int(alone["epoch"]) == epoch
     for results in ranks:
-        assert int(results["epoch"]) == 2
+        assert int(results["epoch"]) == epoch
         for key, expected in alone.items():
             np.testing.assert_allclose(results[key], expected, rtol=1e-10, err_msg=key)
 
 
 @pytest.mark.slow
-@needs_fit_comm
 def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
     from nncore import CNN
 
     run_script("save_load.py", 2, tmp_path)
     ranks = rank_files(tmp_path, 2, ".json")
-    assert [r["writes"] for r in ranks] == [1, 0]
+    assert ranks[0]["writes"] and not ranks[1]["writes"], [r["writes"] for r in ranks]  # files opened/renamed
     assert all(r["written"] and r["loaded_predicts_the_same"] for r in ranks)
     assert ranks[0]["path"] == ranks[1]["path"] == str(tmp_path / "model.npz")
     X = np.random.default_rng(0).random((40, 1, 6, 6))  # _common.image_data's X
@@ -407,13 +405,8 @@ def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
     np.testing.assert_array_equal(proba, np.load(tmp_path / "proba1.npy"))
 
 
-@pytest.mark.slow
-@needs_fit_comm
-@pytest.mark.parametrize("target", ["mpiexec", "rank 1 only"])
-def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
-    """SIGINT to mpiexec's process group (mpiexec forwards it to every process, as a terminal's
-    Ctrl-C would), or to one process only: every process finishes the same step, keeps the same
-    weights, exits 0, and fit gives the SIGINT handler back."""
+def interrupted_run(tmp_path, target):
+    """Run interrupt.py on 2 processes, send SIGINT a few steps in; returns both processes' reports."""
     process = start_script("interrupt.py", 2, tmp_path)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 60)  # rank 0 prints "training" a few steps in
@@ -426,12 +419,30 @@ def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
     finally:
         code, stdout, stderr = finish(process, timeout=60)
     assert code == 0, stdout + stderr
-    ranks = rank_files(tmp_path, 2)
+    return rank_files(tmp_path, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["mpiexec", "rank 1 only"])
+def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
+    """SIGINT to mpiexec's process group (mpiexec forwards it to every process, as a terminal's
+    Ctrl-C would), or to one process only: every process finishes the same step, keeps the same
+    weights, exits 0, and fit gives the SIGINT handler back."""
+    ranks = interrupted_run(tmp_path, target)
     steps = [int(r["steps"]) for r in ranks]
-    assert steps[0] == steps[1] and 3 <= steps[0] < int(ranks[0]["planned"])
+    assert steps[0] == steps[1] and 3 <= steps[0] < 1000 * int(ranks[0]["steps_per_epoch"])
     assert all(bool(r["handler_restored"]) for r in ranks)
     for key in ranks[0]:
         np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=PARTIAL_EPOCH_SCORED)
+def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path):
+    """As in one process: scores for the completed epochs, NaN for the one cut short."""
+    ranks = interrupted_run(tmp_path, "mpiexec")
+    completed = int(ranks[0]["steps"]) // int(ranks[0]["steps_per_epoch"])
+    assert [int(r["epochs_done"]) for r in ranks] == [completed, completed]
 
 
 # ---- hyper-parameter search over processes ----------------------------------------------------------

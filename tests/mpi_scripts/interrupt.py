@@ -32,5 +32,5 @@ steps = count_training_steps(cnn, slowly)
 scores = cnn.fit(X, t, epochs=EPOCHS, batch_size=BATCH, verbose=False, comm=comm)
 epochs_done = int(np.sum(np.isfinite(scores["train_error"])))
 handler_restored = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-np.savez(out / f"rank{rank}.npz", steps=len(steps), epochs_done=epochs_done, planned=EPOCHS * N // BATCH,
+np.savez(out / f"rank{rank}.npz", steps=len(steps), epochs_done=epochs_done, steps_per_epoch=N // BATCH,
          handler_restored=handler_restored, **weights(cnn))
