@@ -43,7 +43,7 @@ def leaky_relu(X, slope):
     activations that the convolution op applies itself (``nncore.ops``).
     """
     xp = namespace(X)
-    return xp.where(X > 0, X, slope * X if slope else xp.zeros_like(X))
+    return xp.where(X > 0, X, slope * X if slope else 0.0)
 
 
 def leaky_relu_derivative(X, slope):
@@ -54,6 +54,15 @@ def leaky_relu_derivative(X, slope):
     """
     xp = namespace(X)
     return xp.where(X > 0, xp.ones_like(X), xp.full_like(X, slope))
+
+
+def leaky_relu_backprop(X, grad, slope):
+    """``grad * leaky_relu_derivative(X, slope)`` in one pass: ``grad`` where ``X > 0``, else ``slope * grad``.
+
+    ``X`` may be the input or (for ``slope >= 0``) the output of :func:`leaky_relu`.
+    """
+    xp = namespace(X, grad)
+    return xp.where(X > 0, grad, slope * grad if slope else 0.0)
 
 
 def RELU(X):
@@ -104,6 +113,7 @@ _DERIVATIVES = {
 }
 
 ACTIVATIONS = {f.__name__.lower(): f for f in _DERIVATIVES}
+_LEAKY_SLOPES = {RELU: 0.0, LRELU: LRELU_SLOPE}
 
 
 def derivate(func):
@@ -151,4 +161,6 @@ def backprop(func, z, a, grad):
         return a * (grad - xp.sum(grad * a, axis=-1, keepdims=True))
     if func is identity:
         return grad
+    if func in _LEAKY_SLOPES:
+        return leaky_relu_backprop(a, grad, _LEAKY_SLOPES[func])
     return grad * derivate(func)(z)

@@ -1,79 +1,605 @@
-"""Saving and loading a :class:`~nncore.CNN`: one ``.npz`` file, no pickle.
+"""The nncore model file: a ``.npz`` (zip) container of JSON metadata and named arrays, no pickle.
 
-File format (``FORMAT_VERSION = 1``)
-------------------------------------
-A standard NumPy ``.npz`` (zip) archive. Every member is a plain numeric
-array written from the host (``backends.to_numpy``) with ``allow_pickle=False``
-and read back with ``np.load(..., allow_pickle=False)``, so loading a file
-never unpickles or runs anything from it.
+It knows nothing of networks: :func:`write` stores a metadata dict and named
+NumPy arrays, :func:`read` checks a file and hands them back through an
+:class:`Archive`; :mod:`nncore.network` turns a model into both and back.
 
-``nncore_metadata``
-    The UTF-8 bytes of one JSON document, as a 1-D ``uint8`` array::
+Format (``FORMAT_VERSION = 1``): what ``numpy.savez`` writes, so
+``numpy.load(path, allow_pickle=False)`` reads it too. ``nncore_metadata.npy``
+holds the UTF-8 bytes of one JSON object (1-D ``uint8``) that starts with
+``{"format": "nncore.CNN", "format_version": 1, ...}``; every other member
+``<name>.npy`` holds one numeric array (bool, int, uint or float).
 
-        {"format": "nncore.CNN", "format_version": 1, "nncore_version": "0.1.0",
-         "saved_from_backend": "numpy",           # informational only
-         "dtype": "float32", "seed": 2023,          # seed: int, list of ints or null
-         "cost_func": "CostCrossEntropy",            # a key of nncore.costs.COSTS
-         "scheduler": {"name": "Adam", "config": {"eta": 0.001, "rho": 0.9, ...}},
-         "input_shape": [1, 28, 28],                # null: never built (no weights stored)
-         "rng": {"init": <bit_generator.state>, "shuffle": <bit_generator.state>},  # PCG64
-         "layers": [
-           {"type": "Convolution2DLayer",
-            "config": {"input_channels": 1, "feature_maps": 16, "kernel_height": 3, "kernel_width": 3,
-                       "v_stride": 1, "h_stride": 1, "pad": "same", "act_func": "relu", "optimized": true},
-            "scheduler": null,                     # or {"name", "config"} if the layer got its own
-            "params": {"kernel": "param.0.kernel", "bias": "param.0.bias"},        # when built
-            "optimizer": {"kernel": {"name": "Adam", "config": {...},
-                                     "state": {"moment": {"array": "state.0.kernel.moment"},
-                                               "second": {"array": "state.0.kernel.second"},
-                                               "t": 12}}, ...}},
-           {"type": "Pooling2DLayer", "config": {"kernel_height": 2, "kernel_width": 2,
-                                                 "v_stride": 2, "h_stride": 2, "pooling": "max"}},
-           {"type": "FlattenLayer", "config": {}},
-           {"type": "FullyConnectedLayer", "config": {"nodes": 128, "act_func": "relu"}, ...},
-           {"type": "OutputLayer", "config": {"nodes": 10, "output_func": "softmax"}, ...}]}
+Reading checks before it allocates, so a small file cannot make a big load:
+only stored or deflated members, no encryption, no duplicate names, sizes
+consistent with the file; every ``.npy`` header parsed (bounded) and matching
+its member's declared size; the metadata bounded (:data:`MAX_METADATA_BYTES`,
+nesting :data:`MAX_JSON_DEPTH`) and free of duplicate keys, NaN and
+infinities; array data read only by :meth:`Archive.array`, against the dtype
+and shape the caller expects, never past the declared size. Every problem is
+a :class:`ModelFileError` naming the file and the member or field; the time is
+linear in the file's size.
 
-``param.<layer>.<name>``
-    A parameter (``kernel``, ``weights``, ``bias``) in the model's dtype.
-``state.<layer>.<name>.<attribute>``
-    A scheduler state array of that parameter (Adam ``moment``/``second``, ...).
-
-Activations, costs and schedulers are stored BY NAME and looked up on load in
-``nncore.activations.ACTIVATIONS``, ``nncore.costs.COSTS`` and
-``nncore.schedulers.SCHEDULERS``; a function that is not registered cannot be
-saved (``ValueError``). The shuffling generator's state is saved, so training
-2 epochs, saving, loading and training 2 more gives bit-for-bit the weights of
-4 epochs straight, shuffled or not.
-
-Writing is atomic: the archive goes to a temporary file in the target folder,
-is flushed and fsynced, then ``os.replace``-d over the target, so a crash
-leaves either the old file or the new one, and no temporary file.
+Writing is atomic: the archive goes to ``.<name>.nncore-tmp`` beside the
+target (locked while written: concurrent saves of one target take turns), is
+fsynced and ``os.replace``-d over the target. A killed save leaves at most
+that one file, which the next save of the target removes; an exception
+(``KeyboardInterrupt`` too) leaves none.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io as _io
 import json
 import math
 import os
-import secrets
+import re
+import signal
+import struct
 import zipfile
+import zlib
+from collections.abc import Mapping
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
 
-from backends import dtype_name, get_backend, to_numpy
-
-from . import activations, costs, schedulers
-from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so concurrent saves of one target must be avoided there
+    fcntl = None
 
 FORMAT = "nncore.CNN"
 FORMAT_VERSION = 1
 METADATA_KEY = "nncore_metadata"
+MAX_METADATA_BYTES = 16 * 2**20  # of JSON
+MAX_JSON_DEPTH = 64  # nested objects and lists
+MAX_INT_DIGITS = 100  # per number (a PCG64 state has 39)
+MAX_MEMBERS = 2**18
+MAX_NPY_HEADER = 10_000  # bytes; NumPy's own limit for untrusted files
 
-_LAYER_TYPES = {cls.__name__: cls for cls in (Convolution2DLayer, Pooling2DLayer, FlattenLayer,
-                                               FullyConnectedLayer, OutputLayer)}
+_KINDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}
+_METHODS = {12: "bzip2", 14: "lzma", 9: "deflate64", 93: "zstandard", 95: "xz", 98: "ppmd"}
+_DEFLATE_MAX_RATIO = 1032  # no deflate stream inflates more (RFC 1951: 258 bytes from 2 bits)
+_CHUNK = 2**20
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, struct.error)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be read; the message names the file and the member or field."""
+
+
+# ---- write -------------------------------------------------------------------------------------
+
+
+def write(path, metadata, arrays):
+    """Write ``metadata`` (dict) and ``arrays`` (name -> ``numpy.ndarray``) to ``path``, atomically.
+
+    ``.npz`` is appended when missing; the path written is returned. The
+    metadata may hold dicts with string keys, lists, tuples, strings,
+    booleans, None, integers of at most :data:`MAX_INT_DIGITS` digits and
+    finite floats; ``"format"``/``"format_version"`` are added. Arrays must be
+    numeric and finite. An existing target keeps its permission bits; a new one
+    gets ``0o666`` less the umask.
+
+    Raises ``ValueError``/``TypeError`` naming the key path (e.g.
+    ``metadata['layers'][2]['config']['eta']``) or the array, before anything
+    is written, and ``OSError`` (same type and ``errno``) naming the target if
+    writing fails; the old target is then left as it was.
+    """
+    target = _npz_path(path)
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+    for key, value in (("format", FORMAT), ("format_version", FORMAT_VERSION)):
+        if metadata.get(key, value) != value:
+            raise ValueError(f"metadata[{key!r}] is {metadata[key]!r}; this nncore writes {value!r}")
+    document = {"format": FORMAT, "format_version": FORMAT_VERSION, **_plain(metadata, "metadata", 0)}
+    text = json.dumps(document, allow_nan=False).encode("utf-8")
+    if len(text) > MAX_METADATA_BYTES:
+        raise ValueError(f"the metadata is {len(text)} bytes of JSON, more than the {MAX_METADATA_BYTES} a file "
+                         "may hold; store large data as arrays")
+    members = {METADATA_KEY: np.frombuffer(text, dtype=np.uint8), **_checked_arrays(arrays)}
+    try:
+        _atomic_write(target, members)
+    except OSError as exc:
+        message = f"cannot write the model file '{target}': {exc.strerror or exc}"
+        named = OSError(exc.errno, message) if exc.errno else OSError(message)  # the errno picks the subclass
+        named.filename = str(target)
+        raise named from exc
+    return target
+
+
+def _npz_path(path):
+    path = Path(os.fspath(path))
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def _plain(value, where, depth):
+    """``value`` as plain JSON types, checked as :func:`read` will check it."""
+    if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_JSON_DEPTH:
+        raise ValueError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, Integral):
+        if len(str(abs(int(value)))) > MAX_INT_DIGITS:
+            raise ValueError(f"{where} is an integer of more than {MAX_INT_DIGITS} digits")
+        return int(value)
+    if isinstance(value, Real):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {float(value)}; only finite numbers can be saved")
+        return float(value)
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"{where} has the key {key!r}; metadata keys must be strings")
+        return {key: _plain(item, f"{where}[{key!r}]", depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+    raise TypeError(f"{where} is a {type(value).__name__}; metadata holds only dicts, lists, strings, numbers, "
+                    "booleans and None")
+
+
+def _checked_arrays(arrays):
+    checked = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not 0 < len(name) <= 200 or "\0" in name or name == METADATA_KEY:
+            raise ValueError(f"array name {name!r}: 1 to 200 characters, no NUL, not {METADATA_KEY!r}")
+        if not isinstance(value, np.ndarray):
+            raise TypeError(f"array {name!r} is a {type(value).__name__}, expected a numpy.ndarray on the host")
+        if value.dtype.kind not in _KINDS or value.dtype.fields is not None:
+            raise ValueError(f"array {name!r} has dtype {value.dtype}; only numeric arrays can be saved")
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise ValueError(f"array {name!r} holds {np.count_nonzero(~np.isfinite(value))} NaN or infinite "
+                             "value(s); nncore saves finite numbers only")
+        checked[name] = value if value.dtype.isnative else value.astype(value.dtype.newbyteorder("="))
+    return checked
+
+
+def _atomic_write(target, members):
+    mode = None
+    with contextlib.suppress(FileNotFoundError):
+        mode = os.stat(target).st_mode & 0o7777
+    with _claimed(target.parent / _temp_name(target.name)) as (fd, tmp):
+        if mode is not None:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb", closefd=False) as handle:
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for name, value in members.items():
+                    with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, value, allow_pickle=False)
+            handle.flush()
+            os.fsync(fd)
+        os.replace(tmp, target)
+    with contextlib.suppress(OSError):  # make the rename durable too, where folders can be fsynced
+        folder = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _temp_name(name):
+    """``.<name>.nncore-tmp``, the same for every save of ``name``; hashed where it would pass 255 bytes."""
+    candidate = f".{name}.nncore-tmp"
+    if len(os.fsencode(candidate)) <= 255:
+        return candidate
+    return f".{name[:40]}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}.nncore-tmp"
+
+
+@contextlib.contextmanager
+def _claimed(tmp):
+    """Yield ``(fd, tmp)``: a fresh file at ``tmp`` that this process alone has locked.
+
+    Only the holder of the lock on the file at ``tmp`` removes or renames it,
+    so a concurrent save of the same target waits rather than clobbering. A
+    killed save's leftover (its lock died with it) is removed first. Any
+    exception (``KeyboardInterrupt`` too) removes the file unless the body has
+    already renamed it.
+    """
+    opened, owned = [], False  # opened = [fd, created], set while SIGINT is held off so no fd gets lost
+    try:
+        while True:
+            with _sigint_held():
+                opened[:] = _open_temp(tmp)
+            _lock(opened[0], blocking=True)
+            if _is_at(opened[0], tmp):
+                if opened[1]:
+                    break
+                os.unlink(tmp)  # a leftover: start afresh, with the default mode
+            fd = opened[0]
+            opened.clear()
+            os.close(fd)
+        owned = True
+        yield opened[0], tmp
+        owned = False  # renamed over the target: no longer ours to remove
+    except BaseException:
+        if opened and (owned or (opened[1] and _lock(opened[0], blocking=False) and _is_at(opened[0], tmp))):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+    finally:
+        if opened:
+            os.close(opened[0])
+
+
+def _open_temp(tmp):
+    """``[fd, created]``: ``tmp`` created afresh, or else the file already there (never through a symlink)."""
+    flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    while True:
+        try:
+            return [os.open(tmp, flags | os.O_CREAT | os.O_EXCL, 0o666), True]  # the umask decides the mode
+        except FileExistsError:
+            pass
+        try:
+            return [os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0)), False]
+        except FileNotFoundError:
+            continue
+        except OSError:
+            if not os.path.islink(tmp):
+                raise
+            os.unlink(tmp)  # never write through a symlink planted at the temporary name
+
+
+@contextlib.contextmanager
+def _sigint_held():
+    """Delay SIGINT (delivered on exit) where a ``KeyboardInterrupt`` would lose a file descriptor."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _lock(fd, blocking):
+    """Lock ``fd`` exclusively; ``False`` when not ``blocking`` and another process holds it."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+    return True
+
+
+def _is_at(fd, path):
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        here = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+# ---- read --------------------------------------------------------------------------------------
+
+
+def read(path):
+    """Open and check the model file ``path`` (tried with ``.npz`` appended too); returns an :class:`Archive`.
+
+    Use it as a context manager (``with io.read(path) as archive:``) or call
+    :meth:`Archive.close`. Raises ``FileNotFoundError`` or
+    :class:`ModelFileError`; nothing in the file is executed or unpickled.
+    """
+    path = Path(os.fspath(path))
+    if not path.exists() and path.suffix != ".npz" and _npz_path(path).exists():
+        path = _npz_path(path)
+    handle = open(path, "rb")
+    try:
+        return Archive(path, handle)
+    except BaseException:
+        handle.close()
+        raise
+
+
+class Archive:
+    """A checked model file (made by :func:`read`): ``path``, ``metadata`` (the parsed JSON) and its arrays."""
+
+    def __init__(self, path, handle):
+        self.path, self._handle, self._label = path, handle, f"'{path}'"
+        _check_magic(handle.read(64), self._label)
+        try:
+            handle.seek(0)
+            self._zip = zipfile.ZipFile(handle)
+        except _ZIP_ERRORS as exc:
+            raise ModelFileError(f"{self._label} is truncated or corrupt: it starts like an .npz (zip) archive but "
+                                 f"cannot be opened ({type(exc).__name__}: {_shown(str(exc), False)})") from None
+        infos = self._zip.infolist()
+        self._check_directory(infos, os.fstat(handle.fileno()).st_size)
+        names = {info.filename[:-4] if info.filename.endswith(".npy") else info.filename: info for info in infos}
+        if len(names) != len(infos):
+            raise self._fail("it holds two members of one name (one with .npy, one without)")
+        if METADATA_KEY not in names or not names[METADATA_KEY].filename.endswith(".npy"):
+            shown = ", ".join(repr(name) for name in list(names)[:8]) + (", ..." if len(names) > 8 else "")
+            raise ModelFileError(f"{self._label} is an .npz archive but not an nncore model: it has no "
+                                 f"{METADATA_KEY!r} entry (it holds {len(names)} "
+                                 f"{'entry' if len(names) == 1 else 'entries'}: {shown or 'none'})")
+        for name, info in names.items():
+            if not info.filename.endswith(".npy"):
+                raise self._fail(f"its entry {name!r} is not a NumPy array (.npy); it was left unread")
+        self._headers = {}  # name -> (zip info, shape, dtype, fortran order, header bytes)
+        self.metadata = self._read_metadata(names.pop(METADATA_KEY))
+        for name, info in names.items():
+            dtype = self._read_header(name, info)[2]
+            if dtype.kind not in _KINDS or dtype.fields is not None:
+                raise self._fail(f"its entry {name!r} has dtype {dtype}; nncore files hold numeric arrays only")
+
+    def names(self):
+        """The array members' names (without ``.npy``; not the metadata)."""
+        return frozenset(self._headers)
+
+    def expect_members(self, names):
+        """Check that the arrays are exactly ``names``: an iterable, or a mapping ``name -> field`` for messages."""
+        fields = names if isinstance(names, Mapping) else dict.fromkeys(names)
+        for name, field in fields.items():
+            if name not in self._headers:
+                raise self.error(field, f"the array {name!r} is missing")
+        extra = sorted(set(self._headers) - set(fields))
+        if extra:
+            shown = ", ".join(repr(name) for name in extra[:5]) + (", ..." if len(extra) > 5 else "")
+            raise self.error(None, f"it holds {len(extra)} unexpected array(s): {shown}")
+
+    def array(self, name, shape, dtype, *, finite=True, field=None):
+        """The array ``name`` as a writable ``numpy.ndarray`` of exactly ``dtype`` and ``shape``.
+
+        The header is checked first; then at most the declared bytes are read.
+        ``finite=True`` refuses NaN and infinities; ``field`` (e.g. ``"layer 4
+        (FullyConnectedLayer) parameter 'weights'"``) goes into the messages.
+        """
+        if name not in self._headers:
+            raise self.error(field, f"the array {name!r} is missing")
+        info, found_shape, found_dtype, fortran, header_size = self._headers[name]
+        dtype, shape = np.dtype(dtype), tuple(int(s) for s in shape)
+        if found_dtype != dtype:
+            raise self.error(field, f"the array {name!r} has dtype {found_dtype}, expected "
+                                    f"{_KINDS.get(dtype.kind, 'values')} ({dtype})")
+        if found_shape != shape:
+            raise self.error(field, f"the array {name!r} has shape {found_shape}, expected {shape}")
+        data = np.empty(info.file_size - header_size, dtype=np.uint8)
+        with self._member(name, info) as stream:
+            _read_into(stream, memoryview(bytearray(header_size)))
+            _read_into(stream, memoryview(data))
+            stream.read(1)  # at the declared end: makes zipfile check the CRC
+        values = data.view(dtype).reshape(shape, order="F" if fortran else "C")
+        if finite and dtype.kind == "f" and not np.isfinite(values).all():
+            bad = ~np.isfinite(values)
+            first = tuple(int(i) for i in np.unravel_index(int(np.argmax(bad)), shape))
+            raise self.error(field, f"the array {name!r} holds {np.count_nonzero(bad)} NaN or infinite value(s) "
+                                    f"(the first at index {first}); nncore files hold finite numbers only")
+        return values
+
+    def error(self, field, message):
+        """A :class:`ModelFileError` naming this file and ``field`` (when given), for the caller to raise."""
+        return self._fail(f"{field}: {message}" if field else message)
+
+    def integer(self, field, value, lo, hi):
+        """``value`` if it is an int (not a bool) in ``[lo, hi]``; else raises :meth:`error`."""
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise self.error(field, f"expected an integer in [{lo}, {hi}], got {_shown(value)}")
+        return value
+
+    def real(self, field, value, lo=-math.inf, hi=math.inf):
+        """``float(value)`` if it is a finite number (not a bool) in ``[lo, hi]``; else raises :meth:`error`."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                math.isfinite(value) and lo <= value <= hi):
+            raise self.error(field, f"expected a finite number in [{lo}, {hi}], got {_shown(value)}")
+        return float(value)
+
+    def boolean(self, field, value):
+        """``value`` if it is JSON ``true``/``false`` (not ``"false"``, not 0); else raises :meth:`error`."""
+        if not isinstance(value, bool):
+            raise self.error(field, f"expected true or false, got {_shown(value)}")
+        return value
+
+    def close(self):
+        self._zip.close()
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def _fail(self, message):
+        return ModelFileError(f"{self._label} is not a valid nncore model file: {message}")
+
+    def _check_directory(self, infos, file_size):
+        """Refuse, from the zip directory alone, what could make reading costly or ambiguous."""
+        if len(infos) > MAX_MEMBERS:
+            raise self._fail(f"it has {len(infos)} members (at most {MAX_MEMBERS})")
+        seen, compressed = set(), 0
+        for info in infos:
+            name, method = info.filename, info.compress_type
+            if name in seen:
+                raise self._fail(f"it holds the member {name!r} twice; nncore files hold each member once")
+            seen.add(name)
+            if info.flag_bits & 0x61:  # encrypted, patched data, strong encryption
+                raise self._fail(f"its member {name!r} is encrypted; nncore files never are")
+            if method not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise self._fail(f"its member {name!r} is compressed with {_METHODS.get(method, f'method {method}')}"
+                                 "; nncore reads only stored or deflated members")
+            limit = info.compress_size * (1 if method == zipfile.ZIP_STORED else _DEFLATE_MAX_RATIO) + 64
+            if info.file_size > limit:
+                raise self._fail(f"its member {name!r} claims {info.file_size} bytes from {info.compress_size} "
+                                 "stored bytes, more than its compression can produce")
+            compressed += info.compress_size
+        if compressed > file_size:  # members overlap: reading each could cost the whole file
+            raise self._fail(f"its members claim {compressed} bytes, more than the file's {file_size}")
+
+    @contextlib.contextmanager
+    def _member(self, name, info):
+        try:
+            with self._zip.open(info) as stream:
+                yield stream
+        except _ZIP_ERRORS as exc:
+            raise self._fail(f"its entry {name!r} is truncated or corrupt ({type(exc).__name__}: "
+                             f"{_shown(str(exc), False)})") from None
+
+    def _read_header(self, name, info):
+        """Parse ``name``'s ``.npy`` header (at most :data:`MAX_NPY_HEADER` bytes); its size must fit the member."""
+        with self._member(name, info) as stream:
+            magic = stream.read(10)
+            if len(magic) < 10 or magic[:6] != b"\x93NUMPY" or magic[6:8] not in (b"\1\0", b"\2\0", b"\3\0"):
+                raise self._fail(f"its entry {name!r} is not a NumPy array (.npy) of a known version")
+            if magic[6] > 1:
+                magic += stream.read(2)
+            size_format = "<H" if magic[6] == 1 else "<I"
+            (length,) = struct.unpack(size_format, magic[8:])
+            if length > MAX_NPY_HEADER:
+                raise self._fail(f"its entry {name!r} has a .npy header of {length} bytes (at most {MAX_NPY_HEADER})")
+            header = _io.BytesIO(magic[8:] + stream.read(length))
+        parse = np.lib.format.read_array_header_1_0 if magic[6] == 1 else np.lib.format.read_array_header_2_0
+        try:
+            shape, fortran, dtype = parse(header, max_header_size=MAX_NPY_HEADER)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError) as exc:
+            raise self._fail(f"its entry {name!r} has a malformed .npy header ({_shown(str(exc), False)})") from None
+        if dtype.hasobject:
+            raise self._fail(f"its entry {name!r} holds pickled Python objects (an object array); nncore files "
+                             "never contain pickle, so it refuses to read it (nothing was unpickled)")
+        if not all(type(s) is int and s >= 0 for s in shape):
+            raise self._fail(f"its entry {name!r} has the invalid shape {_shown(shape)}")
+        header_size, data_size = len(magic) + length, math.prod(shape) * dtype.itemsize
+        if header_size + data_size != info.file_size:
+            raise self._fail(f"its entry {name!r} claims shape {_shown(shape)} of {dtype} ({data_size} bytes) but "
+                             f"holds {info.file_size - header_size} bytes of data")
+        self._headers[name] = (info, tuple(shape), dtype, fortran, header_size)
+        return self._headers[name]
+
+    def _read_metadata(self, info):
+        if info.file_size > MAX_METADATA_BYTES + MAX_NPY_HEADER + 12:
+            raise self._fail(f"its metadata member claims {info.file_size} bytes, more than the "
+                             f"{MAX_METADATA_BYTES} bytes of JSON nncore reads")
+        _, shape, dtype, _, _ = self._read_header(METADATA_KEY, info)
+        if dtype != np.uint8 or len(shape) != 1:
+            raise self._fail(f"{METADATA_KEY!r} should be UTF-8 JSON bytes (1-D uint8), got dtype {dtype} and "
+                             f"shape {shape}")
+        metadata = _parse_json(self.array(METADATA_KEY, shape, np.uint8).tobytes(), self._fail)
+        del self._headers[METADATA_KEY]
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+            found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+            raise ModelFileError(f"{self._label} is not an nncore model file: its metadata says format "
+                                 f"{_shown(found)}, expected {FORMAT!r}")
+        version = metadata.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise self._fail(f"bad format_version {_shown(version)}")
+        if version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{self._label} was written by a newer nncore (file format version {version}, saved by nncore "
+                f"{_shown(metadata.get('nncore_version', '?'), False)}); this nncore reads format versions up to "
+                f"{FORMAT_VERSION}. Upgrade nncore to load it")
+        return metadata
+
+
+def _read_into(stream, view):
+    """Fill ``view`` from ``stream`` in bounded chunks (``EOFError`` if the stream ends first)."""
+    filled = 0
+    while filled < len(view):
+        chunk = stream.read(min(len(view) - filled, _CHUNK))
+        if not chunk:
+            raise EOFError("the member ends before its declared size")
+        view[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+
+
+def _shown(value, quote=True):
+    """``repr(value)`` (or ``str``), cut short: a hostile file must not make a megabyte message."""
+    text = repr(value) if quote else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_magic(head, name):
+    def refuse(what, kind="an"):
+        return ModelFileError(f"{name} is not {kind} nncore model file: {what}")
+
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return
+    if not head:
+        raise refuse("the file is empty (0 bytes)")
+    if head.startswith(b"\x93NUMPY"):
+        raise refuse("it is a single NumPy .npy array, not an .npz archive written by CNN.save")
+    if head[:1] == b"\x80":
+        raise refuse("it is a Python pickle; nncore never unpickles anything, so it refuses to read it")
+    if head.startswith(b"PK"):
+        raise refuse("it starts like a zip archive but the header is damaged", "a valid")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut in two at the end of the 64 bytes is still text
+        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 and exc.start > 0 else None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        raise refuse(f"it is a text file (it starts with {text[:30]!r}), not an .npz archive written by CNN.save")
+    raise refuse(f"it is not an .npz (zip) archive (it starts with the bytes {head[:8]!r})")
+
+
+# ---- the metadata's JSON -----------------------------------------------------------------------
+
+# A JSON string from its opening quote to its closing one (or the end of the text): possessive, so linear.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+_LONG_NUMBER = re.compile(rb"[0-9]{%d}" % (MAX_INT_DIGITS + 1))
+
+
+class _JSONProblem(Exception):
+    pass
+
+
+def _parse_json(raw, fail):
+    """The metadata, after a linear pre-scan (strings removed) for nesting depth and overlong numbers."""
+    structure = _JSON_STRING.sub(b"", raw)
+    depth = _deepest(structure)
+    if depth > MAX_JSON_DEPTH:
+        raise fail(f"its metadata is nested {depth} levels deep (at most {MAX_JSON_DEPTH})")
+    if _LONG_NUMBER.search(structure):
+        raise fail(f"its metadata holds a number of more than {MAX_INT_DIGITS} digits")
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=_finite_float)
+    except _JSONProblem as exc:
+        raise fail(f"its metadata {exc}") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise fail(f"its metadata is not valid JSON ({_shown(str(exc), False)})") from None
+
+
+def _deepest(structure):
+    """The deepest nesting of ``[``/``{`` in JSON text without strings, counted in vector chunks."""
+    codes = np.frombuffer(structure, dtype=np.uint8)
+    level = deepest = 0
+    for start in range(0, codes.size, _CHUNK):
+        chunk = codes[start:start + _CHUNK]
+        steps = ((chunk == ord("[")) | (chunk == ord("{"))).astype(np.int64)
+        steps -= (chunk == ord("]")) | (chunk == ord("}"))
+        levels = np.cumsum(steps) + level
+        deepest, level = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
+
+
+def _unique_keys(pairs):
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _JSONProblem(f"has the key {_shown(duplicate)} twice in one object")
+    return result
+
+
+def _no_constant(name):
+    raise _JSONProblem(f"holds {name}; nncore files hold finite numbers only")
+
+
+def _finite_float(text):
+    if not math.isfinite(float(text)):
+        raise _JSONProblem(f"holds the number {_shown(text, False)}, which overflows to infinity")
+    return float(text)
+
+
+# ---- legacy: a CNN as metadata + arrays --------------------------------------------------------
+# Kept so that CNN.save / CNN.load work until nncore.network turns a CNN into metadata and arrays itself
+# (issue 10, item 3); then everything below goes. Imports are local so that this module imports nothing
+# of nncore at import time.
+
 _CONFIG_KEYS = {
     "Convolution2DLayer": ("input_channels", "feature_maps", "kernel_height", "kernel_width", "v_stride",
                            "h_stride", "pad", "act_func", "optimized"),
@@ -88,7 +614,10 @@ class _Corrupt(ValueError):
     """A problem found in a file's contents; ``load`` adds the file name."""
 
 
-# ---- names of functions and schedulers ------------------------------------------------------
+def _layer_types():
+    from . import layers
+
+    return {name: getattr(layers, name) for name in _CONFIG_KEYS}
 
 
 def _name_in(registry, func, what, where, registry_name):
@@ -104,6 +633,8 @@ def _name_in(registry, func, what, where, registry_name):
 
 
 def _scheduler_json(scheduler, where):
+    from . import schedulers
+
     cls = type(scheduler)
     if schedulers.SCHEDULERS.get(cls.__name__) is not cls:
         raise ValueError(
@@ -128,6 +659,8 @@ def _json_number(value, what):
 
 
 def _scheduler_from_json(spec, where):
+    from . import schedulers
+
     _expect(isinstance(spec, dict) and set(spec) >= {"name", "config"}, f"{where}: malformed scheduler entry")
     name, config = spec["name"], spec["config"]
     cls = schedulers.SCHEDULERS.get(name) if isinstance(name, str) else None
@@ -150,22 +683,14 @@ def save(model, path):
     Returns the :class:`pathlib.Path` written. Raises ``ValueError`` when the
     model uses a function or scheduler that is not registered by name.
     """
-    path = _npz_path(path)
     metadata, arrays = _serialise(model)
-    text = json.dumps(metadata, allow_nan=False, sort_keys=False)
-    members = {METADATA_KEY: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
-    members.update(arrays)
-    _atomic_savez(path, members)
-    return path
-
-
-def _npz_path(path):
-    path = Path(os.fspath(path))
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    return write(path, metadata, arrays)
 
 
 def _serialise(model):
-    from . import __version__
+    from backends import dtype_name, to_numpy
+
+    from . import __version__, costs
 
     cost = _name_in(costs.COSTS, model.cost_func, "cost function", "the CNN", "nncore.costs.COSTS")
     seed = model.seed
@@ -192,7 +717,7 @@ def _serialise(model):
     for index, layer in enumerate(model.layers):
         where = f"layer {index} ({type(layer).__name__})"
         kind = type(layer).__name__
-        if _LAYER_TYPES.get(kind) is not type(layer):
+        if _layer_types().get(kind) is not type(layer):
             raise ValueError(f"save: {where} is a custom layer class; only nncore's own layers can be saved")
         entry = {"type": kind, "config": _layer_config(layer, where)}
         if layer.params:
@@ -225,6 +750,9 @@ def _serialise(model):
 
 
 def _layer_config(layer, where):
+    from . import activations
+    from .layers import Convolution2DLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer
+
     def act(func):
         return _name_in(activations.ACTIVATIONS, func, "activation", where, "nncore.activations.ACTIVATIONS")
 
@@ -255,151 +783,23 @@ def _rng_json(rng):
             "has_uint32": int(state["has_uint32"]), "uinteger": int(state["uinteger"])}
 
 
-def _atomic_savez(path, members):
-    """``np.savez`` to a temporary file in ``path``'s folder, fsync, then ``os.replace`` it over ``path``."""
-    folder = path.parent if str(path.parent) else Path(".")
-    while True:
-        tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            # O_EXCL: never clobber anything; mode 0o666 lets the umask decide, as open() would.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-            break
-        except FileExistsError:
-            continue
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **members)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_folder(folder)
-
-
-def _fsync_folder(folder):
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # ---- load -------------------------------------------------------------------------------------
 
 
 def load(path, backend=None, *, device=None):
     """Read a model written by :func:`save`; see :meth:`nncore.CNN.load`.
 
-    Raises
-    ------
-    FileNotFoundError
-        No such file (also tried with ``.npz`` appended).
-    ValueError
-        The file is empty, truncated, not an ``.npz``, a foreign ``.npz``, written by
-        a newer nncore, carries pickled objects, or its contents are inconsistent;
-        the message names the file and the problem. Nothing in the file is executed.
+    Raises ``FileNotFoundError`` (no such file) or :class:`ModelFileError`
+    naming the file and the problem; nothing in the file is executed.
     """
-    path = Path(os.fspath(path))
-    if not path.exists() and path.suffix != ".npz" and _npz_path(path).exists():
-        path = _npz_path(path)
+    from backends import get_backend
+
     backend = get_backend(backend, device)  # a bad backend name is the caller's error, not the file's
-    name = f"'{path}'"
-    with open(path, "rb") as handle:
-        head = handle.read(64)
-    _check_magic(head, name, path)
-    try:
-        metadata, arrays = _read_archive(path, name)
-        return _deserialise(metadata, arrays, backend)
-    except _Corrupt as exc:
-        raise ValueError(f"{name} is not a valid nncore model file: {exc}") from None
-
-
-def _check_magic(head, name, path):
-    if not head:
-        raise ValueError(f"{name} is not an nncore model file: the file is empty (0 bytes)")
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return
-    if head.startswith(b"\x93NUMPY"):
-        raise ValueError(f"{name} is not an nncore model file: it is a single NumPy .npy array, not an .npz "
-                         "archive written by CNN.save")
-    if head[:1] == b"\x80":
-        raise ValueError(f"{name} is not an nncore model file: it is a Python pickle; nncore never unpickles "
-                         "anything, so it refuses to read it")
-    if head.startswith(b"PK"):
-        raise ValueError(f"{name} is not a valid nncore model file: it starts like a zip archive but the header "
-                         "is damaged")
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError as exc:  # a character cut in two at the end of the 64 bytes is still text
-        text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 and exc.start > 0 else None
-    if text is not None and all(c.isprintable() or c.isspace() for c in text):
-        raise ValueError(f"{name} is not an nncore model file: it is a text file (it starts with {text[:30]!r}), "
-                         "not an .npz archive written by CNN.save")
-    raise ValueError(f"{name} is not an nncore model file: it is not an .npz (zip) archive (it starts with "
-                     f"the bytes {head[:8]!r})")
-
-
-def _read_archive(path, name):
-    """The JSON metadata and every member array, read with ``allow_pickle=False``."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"{name} is truncated or corrupt: it starts like an .npz (zip) archive but cannot be "
-                         f"opened ({type(exc).__name__}: {exc})") from None
-    with contextlib.closing(archive) if hasattr(archive, "close") else contextlib.nullcontext(archive):
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError(f"{name} is not an nncore model file: it is not an .npz archive")
-        keys = list(archive.files)
-        if METADATA_KEY not in keys:
-            shown = ", ".join(repr(k) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
-            entries = f"{len(keys)} {'entry' if len(keys) == 1 else 'entries'}: {shown or 'none'}"
-            raise ValueError(f"{name} is an .npz archive but not an nncore model: it has no {METADATA_KEY!r} "
-                             f"entry (it holds {entries})")
-        arrays = {}
-        for key in keys:
-            try:
-                arrays[key] = archive[key]
-            except ValueError as exc:
-                if "pickle" in str(exc):
-                    raise ValueError(f"{name} is not a valid nncore model file: its entry {key!r} holds pickled "
-                                     "Python objects (an object array); nncore files never contain pickle, so "
-                                     "it refuses to read it (nothing was unpickled)") from None
-                raise ValueError(f"{name} is corrupt: its entry {key!r} cannot be read ({exc})") from None
-            except (zipfile.BadZipFile, EOFError, OSError, KeyError) as exc:
-                raise ValueError(f"{name} is truncated or corrupt: its entry {key!r} cannot be read "
-                                 f"({type(exc).__name__}: {exc})") from None
-            if not isinstance(arrays[key], np.ndarray):
-                raise ValueError(f"{name} is not a valid nncore model file: its entry {key!r} is not a NumPy "
-                                 "array (.npy); it was left unread")
-    raw = arrays.pop(METADATA_KEY)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ValueError(f"{name} is not a valid nncore model file: {METADATA_KEY!r} should be UTF-8 JSON bytes "
-                         f"(1-D uint8), got dtype {raw.dtype} and shape {raw.shape}")
-    try:
-        metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{name} is not a valid nncore model file: its metadata is not valid JSON ({exc})") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
-        raise ValueError(f"{name} is not an nncore model file: its metadata says format {found!r}, "
-                         f"expected {FORMAT!r}")
-    version = metadata.get("format_version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"{name} is not a valid nncore model file: bad format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise ValueError(f"{name} was written by a newer nncore (file format version {version}, saved by nncore "
-                         f"{metadata.get('nncore_version', '?')}); this nncore reads format versions up to "
-                         f"{FORMAT_VERSION}. Upgrade nncore to load it")
-    return metadata, arrays
+    with read(path) as archive:
+        try:
+            return _deserialise(archive, backend)
+        except _Corrupt as exc:
+            raise archive.error(None, str(exc)) from None
 
 
 def _expect(condition, message):
@@ -407,8 +807,11 @@ def _expect(condition, message):
         raise _Corrupt(message)
 
 
-def _deserialise(meta, arrays, backend):
+def _deserialise(archive, backend):
+    from . import costs
     from .network import CNN
+
+    meta, used = archive.metadata, {}
 
     required = ("dtype", "cost_func", "scheduler", "input_shape", "layers", "rng", "seed")
     missing = [key for key in required if key not in meta]
@@ -432,7 +835,7 @@ def _deserialise(meta, arrays, backend):
         _expect(isinstance(entry, dict) and isinstance(entry.get("type"), str)
                 and isinstance(entry.get("config"), dict), f"{where}: malformed entry")
         kind, config = entry["type"], dict(entry["config"])
-        _expect(kind in _LAYER_TYPES, f"{where}: unknown layer type {kind!r}; known: {sorted(_LAYER_TYPES)}")
+        _expect(kind in _CONFIG_KEYS, f"{where}: unknown layer type {kind!r}; known: {sorted(_CONFIG_KEYS)}")
         _expect(set(config) == set(_CONFIG_KEYS[kind]),
                 f"{where} ({kind}): config keys {sorted(config)}, expected {sorted(_CONFIG_KEYS[kind])}")
         own = entry.get("scheduler")
@@ -464,22 +867,22 @@ def _deserialise(meta, arrays, backend):
         except (TypeError, ValueError) as exc:
             raise _Corrupt(f"the layers cannot be built for input shape {tuple(shape)}: {exc}") from None
         for index, (layer, entry) in enumerate(zip(model.layers, layers)):
-            _load_layer_state(model, layer, index, entry, arrays)
+            _load_layer_state(model, layer, index, entry, archive, used)
+    archive.expect_members(used)
     _set_rng(model._init_rng, meta["rng"], "init")
     _set_rng(model._shuffle_rng, meta["rng"], "shuffle")
     return model
 
 
-def _float_array(arrays, key, shape, where, backend, dtype):
-    _expect(isinstance(key, str) and key in arrays, f"{where}: the array {key!r} is missing")
-    value = arrays[key]
-    _expect(value.dtype.kind == "f", f"{where}: the array {key!r} has dtype {value.dtype}, expected floats")
-    _expect(tuple(value.shape) == tuple(shape),
-            f"{where}: the array {key!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
-    return backend.asarray(value, dtype=dtype)
+def _float_array(archive, used, key, shape, where, model):
+    from backends import dtype_name
+
+    _expect(isinstance(key, str), f"{where}: the array {key!r} is missing")
+    used[key] = where
+    return model.backend.asarray(archive.array(key, shape, dtype_name(model.dtype), field=where), dtype=model.dtype)
 
 
-def _load_layer_state(model, layer, index, entry, arrays):
+def _load_layer_state(model, layer, index, entry, archive, used):
     where = f"layer {index} ({type(layer).__name__})"
     if not layer.params:
         return
@@ -490,8 +893,8 @@ def _load_layer_state(model, layer, index, entry, arrays):
             f"{where}: expected scheduler state for {list(layer.params)}, the file has {optim!r}")
     for name in layer.params:
         shape = tuple(getattr(layer, name).shape)
-        setattr(layer, name, _float_array(arrays, params[name], shape, f"{where} parameter {name!r}",
-                                          model.backend, model.dtype))
+        setattr(layer, name, _float_array(archive, used, params[name], shape, f"{where} parameter {name!r}",
+                                          model))
         spec = optim[name]
         sched = _scheduler_from_json(spec, f"{where} parameter {name!r}")
         state = spec.get("state")
@@ -501,7 +904,7 @@ def _load_layer_state(model, layer, index, entry, arrays):
             what = f"{where} parameter {name!r} scheduler state {attr!r}"
             if isinstance(value, dict):
                 _expect(set(value) == {"array"}, f"{what}: malformed entry {value!r}")
-                value = _float_array(arrays, value["array"], shape, what, model.backend, model.dtype)
+                value = _float_array(archive, used, value["array"], shape, what, model)
             elif attr == "t":
                 _expect(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
                         f"{what}: the step count must be an int >= 0, got {value!r}")

@@ -12,10 +12,11 @@ import numpy as np
 
 from backends import backend_of, dtype_name, get_backend
 
-from . import activations, costs, model_state, training
-from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, Layer, OutputLayer, Pooling2DLayer
-from .layers import layer_class
+from . import costs, model_state, training
+from .layer_stack import LayerStack
+from .layers import Convolution2DLayer, Pooling2DLayer
 from .parameters import FlatParameters
+from .summary import summary_table
 from .schedulers import Adam, Scheduler
 from .training import TrainingDivergedError
 from .validation import as_host_or_device_array, as_model_array, check_positive_int
@@ -25,7 +26,7 @@ PREDICT_BATCH = 1024
 __all__ = ["CNN", "TrainingDivergedError"]
 
 
-class CNN:
+class CNN(LayerStack):
     """A convolutional network built layer by layer, in the course's API.
 
     Parameters
@@ -78,124 +79,7 @@ class CNN:
         self.init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
 
-    # ---- building -----------------------------------------------------------------------
-
-    def add_Convolution2DLayer(self, input_channels=1, feature_maps=1, kernel_height=3, kernel_width=3,
-                               v_stride=1, h_stride=1, pad="same", act_func=activations.LRELU, optimized=True):
-        """Append a :class:`~nncore.layers.Convolution2DLayer`."""
-        previous = self._last_image_layer("add_Convolution2DLayer")
-        layer = self._new_layer(Convolution2DLayer, input_channels, feature_maps, kernel_height, kernel_width,
-                                v_stride, h_stride, pad, act_func, self.seed, optimized, self.scheduler)
-        if isinstance(previous, Convolution2DLayer) and previous.feature_maps != input_channels:
-            raise ValueError(
-                f"add_Convolution2DLayer: layer {len(self.layers)} (Convolution2DLayer) has "
-                f"input_channels={input_channels} but the previous convolution, layer {previous.position}, "
-                f"outputs {previous.feature_maps} feature maps"
-            )
-        self.add_layer(layer)
-
-    def add_PoolingLayer(self, kernel_height=2, kernel_width=2, v_stride=1, h_stride=1, pooling="max"):
-        """Append a :class:`~nncore.layers.Pooling2DLayer`."""
-        self._last_image_layer("add_PoolingLayer")
-        self.add_layer(self._new_layer(Pooling2DLayer, kernel_height, kernel_width, v_stride, h_stride, pooling,
-                                       self.seed))
-
-    def add_FlattenLayer(self, act_func=None):
-        """Append a :class:`~nncore.layers.FlattenLayer` (between image and dense layers)."""
-        self.add_layer(FlattenLayer(seed=self.seed))
-
-    def add_FullyConnectedLayer(self, nodes, act_func=activations.LRELU, scheduler=None):
-        """Append a :class:`~nncore.layers.FullyConnectedLayer`; ``scheduler`` defaults to the CNN's."""
-        self._check_dense_input("add_FullyConnectedLayer")
-        self.add_layer(self._new_layer(FullyConnectedLayer, nodes, act_func, scheduler or self.scheduler,
-                                       self.seed))
-
-    def add_OutputLayer(self, nodes, output_func=activations.sigmoid, scheduler=None):
-        """Append the :class:`~nncore.layers.OutputLayer`; it must come last."""
-        self._check_dense_input("add_OutputLayer")
-        self.add_layer(self._new_layer(OutputLayer, nodes, output_func, self.cost_func, scheduler or self.scheduler,
-                                       self.seed))
-
-    def add(self, name, **config):
-        """Append a registered layer by name: ``cnn.add("conv", input_channels=1, feature_maps=8)``.
-
-        The name is looked up in :data:`nncore.layers.LAYERS` (see
-        :func:`~nncore.layers.register_layer`); ``config`` goes to the layer's
-        ``from_config``. The CNN's seed, scheduler and cost are passed on where
-        the layer takes them.
-        """
-        cls = layer_class(name)
-        method = f"add({name!r})"
-        try:
-            layer = cls.from_config(config)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{method}: layer {len(self.layers)} ({cls.__name__}): {exc}") from None
-        self.add_layer(layer)
-        return layer
-
-    def add_layer(self, layer):
-        """Append any :class:`~nncore.layers.Layer` (an nncore layer or your own registered one).
-
-        A layer with parameters and no scheduler of its own gets the CNN's; an
-        OutputLayer gets the CNN's cost function.
-        """
-        if not isinstance(layer, Layer):
-            raise TypeError(f"add_layer: expected a Layer such as Convolution2DLayer(...), got {type(layer).__name__}")
-        self._check_not_finished(f"add_{type(layer).__name__}" if type(layer).__name__ in _COURSE_NAMES
-                                 else "add_layer")
-        if layer.params and layer.scheduler is None:
-            layer.scheduler = self.scheduler
-        if isinstance(layer, OutputLayer):
-            layer.cost_func = self.cost_func
-            self.pred_format = layer.pred_format
-        if layer.seed is None:
-            layer.seed = self.seed
-        layer.position = len(self.layers)
-        self.layers.append(layer)
-        self.input_shape, self.parameters = None, None  # the architecture changed: build again before use
-        return layer
-
-    def _new_layer(self, cls, *args):
-        """``cls(*args)``, with any argument error re-raised naming the layer it would have been."""
-        try:
-            return cls(*args)
-        except (TypeError, ValueError) as exc:
-            message = str(exc)
-            prefix = f"{cls.__name__}: "
-            if message.startswith(prefix):
-                message = message[len(prefix):]
-            raise type(exc)(f"add_{_COURSE_NAMES[cls.__name__]}: layer {len(self.layers)} ({cls.__name__}): "
-                            f"{message}") from None
-
-    def _check_not_finished(self, method):
-        if self.layers and isinstance(self.layers[-1], OutputLayer):
-            raise ValueError(f"{method}: the CNN already ends with an OutputLayer (layer {len(self.layers) - 1}); "
-                             "add every other layer before it")
-
-    def _last_image_layer(self, method):
-        self._check_not_finished(method)
-        flat = [layer for layer in self.layers if isinstance(layer, (FlattenLayer, FullyConnectedLayer))]
-        if flat:
-            raise ValueError(f"{method}: layer {flat[0].position} ({type(flat[0]).__name__}) already made the data "
-                             "flat (n, features); convolution and pooling layers must come before the FlattenLayer")
-        images = [layer for layer in self.layers if isinstance(layer, Convolution2DLayer)]
-        return images[-1] if images else None
-
-    def _check_dense_input(self, method):
-        self._check_not_finished(method)
-        if self.layers and isinstance(self.layers[-1], (Convolution2DLayer, Pooling2DLayer)):
-            last = self.layers[-1]
-            raise ValueError(f"{method}: layer {last.position} ({type(last).__name__}) outputs images "
-                             "(n, c, h, w); call add_FlattenLayer() before adding dense layers")
-
-    def _check_complete(self, method):
-        if not self.layers:
-            raise ValueError(f"{method}: the CNN has no layers; add layers and end with add_OutputLayer(nodes, "
-                             "output_func)")
-        if not isinstance(self.layers[-1], OutputLayer):
-            last = self.layers[-1]
-            raise ValueError(f"{method}: the CNN has no OutputLayer: its {len(self.layers)} layer(s) end with "
-                             f"{last.label}; end it with add_OutputLayer(nodes, output_func)")
+    # ---- building ----------------------------------------------------------------------
 
     def _output_shapes(self, sample_shape):
         """Per-sample output shape of every layer (validates the whole stack, changes nothing)."""
@@ -489,51 +373,13 @@ class CNN:
         the shape the CNN was built for by ``fit``/``predict``. Nothing is built or
         changed. ``print_fn=None`` only returns the text.
         """
-        if input_shape is None:
-            if self.input_shape is None:
-                raise ValueError("summary: the CNN is not built yet, so its input shape is unknown; call "
-                                 "summary(input_shape=(channels, height, width)) with the shape of one sample, "
-                                 "or fit/predict first")
-            input_shape = self.input_shape
-        if isinstance(input_shape, int) or not hasattr(input_shape, "__len__"):
-            input_shape = (input_shape,)
-        input_shape = tuple(check_positive_int("summary: input_shape entries", s) for s in input_shape)
-        if not self.layers:
-            raise ValueError("summary: the CNN has no layers")
-        shapes = self._output_shapes(input_shape)
-        rows, total, shape = [], 0, input_shape
-        for layer, out in zip(self.layers, shapes):
-            count = layer.n_params(shape)
-            total += count
-            rows.append((f"{layer.position} {type(layer).__name__}", str((None, *out)), f"{count:,}",
-                         layer.describe()))
-            shape = out
-        header = ("Layer (type)", "Output Shape", "Param #", "Details")
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
-
-        def line(row):
-            return "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-
-        rule = sum(widths) + 6
-        lines = [f"CNN: backend {self.backend.name}, dtype {dtype_name(self.dtype)}, "
-                 f"input shape {(None, *input_shape)}", "_" * rule, line(header), "=" * rule]
-        lines += [line(row) for row in rows]
-        complete = isinstance(self.layers[-1], OutputLayer)
-        lines += ["=" * rule, f"Total params: {total:,}", f"Trainable params: {total:,}", "Non-trainable params: 0",
-                  f"Cost: {getattr(self.cost_func, '__name__', self.cost_func)}; scheduler: {self.scheduler!r}"
-                  + ("" if complete else "; no OutputLayer yet"), "_" * rule]
-        text = "\n".join(lines)
+        text = summary_table(self, input_shape)
         if print_fn is not None:
             print_fn(text)
         return text
 
     def __repr__(self):
         return f"CNN({len(self.layers)} layers, backend={self.backend.name!r}, dtype={dtype_name(self.dtype)!r})"
-
-
-_COURSE_NAMES = {"Convolution2DLayer": "Convolution2DLayer", "Pooling2DLayer": "PoolingLayer",
-                 "FlattenLayer": "FlattenLayer", "FullyConnectedLayer": "FullyConnectedLayer",
-                 "OutputLayer": "OutputLayer"}
 
 
 def _check_channels_first(shape, first, what, method):

@@ -53,6 +53,18 @@ def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle,
     """:meth:`nncore.CNN.fit` (see there)."""
     epochs = check_positive_int("fit: epochs", epochs)
     lam = check_non_negative_number("fit: lam", lam)
+    try:
+        trainer = prepare(model, X, t, lam, batches, X_val, t_val, batch_size, shuffle, comm)
+    except KeyboardInterrupt:
+        # Ctrl-C while the data are checked and moved: nothing was trained, nothing changed.
+        if verbose:
+            print(f"fit: interrupted before epoch 1 of {epochs}; the model is unchanged", file=sys.stderr)
+        return Scores(epochs).result()
+    return trainer.run(epochs, verbose)
+
+
+def prepare(model, X, t, lam, batches, X_val, t_val, batch_size, shuffle, comm):
+    """Check and move the data, build the model if needed: a :class:`Trainer` ready to run."""
     X = model._inputs(X)
     t = model._targets(t, X.shape[0])
     bounds = batch_bounds(X.shape[0], batches, batch_size)
@@ -68,7 +80,7 @@ def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle,
         from .distributed import DataParallel
 
         parallel = DataParallel(comm, model.backend)
-    return Trainer(model, X, t, bounds, lam, shuffle, validation, parallel).run(epochs, verbose)
+    return Trainer(model, X, t, bounds, lam, shuffle, validation, parallel)
 
 
 class Trainer:

@@ -29,7 +29,7 @@ OPERATORS = (
 )
 PROPERTIES = ("mT", "T")
 # Host-side queries that launch no kernel.
-NOT_OPERATIONS = ("can_cast", "finfo", "iinfo", "isdtype", "result_type")
+NOT_OPERATIONS = ("__array_namespace_info__", "can_cast", "finfo", "iinfo", "isdtype", "result_type")
 
 
 class OperationCounter:

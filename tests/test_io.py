@@ -4,6 +4,7 @@ import json
 import os
 import pickle
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -449,3 +450,19 @@ def test_archive_is_a_plain_zip(tmp_path, trained):
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
         assert all(name.endswith(".npy") for name in archive.namelist())
+
+
+# ---- files written by older nncore versions keep loading ---------------------------------------
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["model_v1_lenet", "model_v1_regression_f64"])
+def test_format_v1_fixture_predicts_exactly_what_it_did(name):
+    """Written by tests/fixtures/make_v1_fixtures.py on commit 8d619d2 (before the io/network split)."""
+    with np.load(FIXTURES / "model_v1_expected.npz", allow_pickle=False) as expected:
+        X, proba = expected[f"{name}.X"], expected[f"{name}.proba"]
+    model = CNN.load(FIXTURES / f"{name}.npz")
+    got = to_numpy(model.predict_proba(X))
+    assert got.dtype == proba.dtype
+    np.testing.assert_array_equal(got, proba)

@@ -300,3 +300,76 @@ def test_summary_errors_name_the_layer():
     incomplete = CNN()
     incomplete.add_FullyConnectedLayer(3)
     assert "no OutputLayer yet" in incomplete.summary(input_shape=5, print_fn=None)
+
+
+# ---- hostile training states (issue 13) --------------------------------------------------------
+
+
+def test_overflowing_adam_state_is_divergence_not_a_silent_stall():
+    """Inputs near 1e30 (finite in float32): gradients overflow in Adam's second moment, which would
+    freeze every weight for good (m / sqrt(inf) = 0) while the loss stays finite."""
+    rng = np.random.default_rng(0)
+    cnn = CNN(scheduler=Adam(1e-3), seed=0)
+    cnn.add_FullyConnectedLayer(4, act_func=LRELU)
+    cnn.add_OutputLayer(3, softmax)
+    X = (rng.random((16, 3)) * 1e30).astype(np.float32)
+    t = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 16)]
+    cnn._inputs(X)
+    initial = weights(cnn)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TrainingDivergedError, match=r"epoch 1 of 3: the scheduler state became NaN or infinite "
+                                                        r"\(loss [0-9.]+\); the gradients overflowed") as info:
+            cnn.fit(X, t, epochs=3, verbose=False)
+    assert math.isfinite(info.value.loss)
+    for key, value in initial.items():
+        np.testing.assert_array_equal(weights(cnn)[key], value)
+    assert all(np.isfinite(to_numpy(s.second)).all() for layer in cnn.layers
+               for s in layer.schedulers.values() if s.second is not None)
+
+
+def test_a_finite_but_absurd_loss_is_divergence():
+    """Constant(1e4) on a tiny regression: the loss grows past 1e8 times its start while still finite."""
+    X, t = regression_data()
+    cnn = regression_net(eta=3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(TrainingDivergedError, match="grew to .*more than 1e\\+08 times") as info:
+            cnn.fit(X, t, epochs=200, verbose=False)
+    assert math.isfinite(info.value.loss)
+    assert all(np.isfinite(v).all() for v in weights(cnn).values())
+
+
+def test_scores_grow_with_the_epochs_run(monkeypatch):
+    """epochs=10**8 allocates nothing up front; Ctrl-C after 2 epochs returns the 2 epochs' scores."""
+    X, t = regression_data()
+    cnn = regression_net(eta=1e-3)
+    epochs_seen = []
+    original = nncore.training.Trainer.train_epoch
+
+    def counted(self):
+        epochs_seen.append(1)
+        if len(epochs_seen) == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(nncore.training.Trainer, "train_epoch", counted)
+    scores = cnn.fit(X, t, epochs=10**8, verbose=False)
+    assert all(len(v) == 2 for v in scores.values()) and np.isfinite(scores["train_error"]).all()
+
+
+def test_ctrl_c_while_the_data_are_prepared_leaves_the_model_unchanged(monkeypatch, capsys):
+    X, t = regression_data()
+    cnn = regression_net(eta=1e-3)
+    cnn._inputs(X)
+    before = weights(cnn)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnn, "_targets", interrupted)
+    scores = cnn.fit(X, t, epochs=3, verbose=True)
+    assert "interrupted before epoch 1 of 3" in capsys.readouterr().err
+    assert all(len(v) == 3 and np.isnan(v).all() for v in scores.values())
+    for key, value in before.items():
+        np.testing.assert_array_equal(weights(cnn)[key], value)

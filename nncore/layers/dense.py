@@ -69,8 +69,9 @@ class FullyConnectedLayer(Layer):
         xp = self.xp
         a = self._cache[0]
         self._cache = None
-        self.grads = {"weights": xp.matmul(xp.matrix_transpose(a), dz), "bias": xp.sum(dz, axis=0)}
-        return xp.matmul(dz, xp.matrix_transpose(self.weights)) if need_input_grad else None
+        # tensordot contracts the batch (or node) axis directly: no transposed copies.
+        self.grads = {"weights": xp.tensordot(a, dz, axes=([0], [0])), "bias": xp.sum(dz, axis=0)}
+        return xp.tensordot(dz, self.weights, axes=([1], [1])) if need_input_grad else None
 
     def get_config(self):
         return {"nodes": self.nodes, "act_func": function_name(self.act_func)}

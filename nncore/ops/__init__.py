@@ -4,11 +4,13 @@ Everything here is stateless and written against the array API standard; the
 namespace is taken from the arguments. Images are ``(n, c, h, w)``; kernels
 ``(f, c, kh, kw)``; strides and paddings are ``(vertical, horizontal)`` pairs.
 
-For real NumPy arrays some ops (``im2col``, ``col2im``, ``pool2d_*``,
-``conv2d_act_*``) run a faster NumPy-specific version from
-``backends/numpy_fast.py`` that gives the same numbers (up to float rounding
-in matrix products); ``op.generic`` is always the standard-only version and
-``backends.use_fast_paths(False)`` switches the replacements off.
+Some ops (``col2im``, ``pool2d_*``, ``conv2d_act_*``) run a faster version
+when the array library of their arguments registered one
+(``backends.register_fast_paths``; today NumPy's, ``backends/numpy_fast/``),
+with the same numbers (up to float rounding in matrix products); ``op.generic``
+is always the standard-only version and ``backends.use_fast_paths(False)``
+switches the replacements off. Kernel-offset geometry comes from
+``backends.geometry``, shared with the fast paths.
 """
 
 from .conv import (
