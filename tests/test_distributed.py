@@ -34,6 +34,9 @@ ONE_PROCESS_OVERFLOW_HANGS = (
     "Trainer.train_epoch turns a FloatingPointError into divergence on the process where it happens only; the "
     "others wait in the next all-reduce forever. Fix: catch it per step, send a zero gradient plus a second "
     "flag element through the all-reduce, and let every process see the flag and report the divergence")
+NON_ROOT_SAVE_BROKEN = (
+    "model_state.save on a rank other than 0 returns io.npz_path(path), which nncore.io does not define (it has "
+    "_npz_path): make it public in io.py, or call the name io.py has")
 PARTIAL_EPOCH_SCORED = (
     "after a deferred Ctrl-C, Trainer.run records the scores of the epoch cut short (one process records only "
     "completed epochs). Fix: train_epoch returns that it was interrupted and run stops before scores.record")
@@ -391,6 +394,7 @@ def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta,
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=NON_ROOT_SAVE_BROKEN)
 def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
     from nncore import CNN
 
