@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 from _shared import Timer, parser, plot_accuracy, use_agg_unless_interactive
-from nncore import CNN, RELU, Adam, CostCrossEntropy, softmax
+from nncore import CNN, RELU, Adam, CostCrossEntropy, distributed, softmax
 from nncore.datasets import load_mnist
 
 CLAIM = 0.99
@@ -70,12 +70,15 @@ def main(argv=None):
     n_val = min(VALIDATION, len(X_train) // 10)
     X_fit, t_fit, X_val, t_val = X_train[:-n_val], t_train[:-n_val], X_train[-n_val:], t_train[-n_val:]
 
+    comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
+    is_root = distributed.root_prints_only(comm)
     cnn = lenet(args.seed, args.backend or "numpy")
     cnn.summary(input_shape=X_fit.shape[1:])
     print(f"training on {len(X_fit)} MNIST images ({len(X_val)} held out for validation), "
           f"{epochs} epochs of batch {args.batch_size}, backend {cnn.backend.name}")
     with Timer() as timer:
-        scores = cnn.fit(X_fit, t_fit, epochs=epochs, batch_size=args.batch_size, X_val=X_val, t_val=t_val)
+        scores = cnn.fit(X_fit, t_fit, epochs=epochs, batch_size=args.batch_size, X_val=X_val, t_val=t_val,
+                         comm=comm)
     print(f"trained in {timer.seconds:.0f} s ({epochs * len(X_fit) / timer.seconds:.0f} images/s, "
           "including the validation pass per epoch)")
     accuracy = cnn.score(X_test, t_test)
@@ -86,9 +89,10 @@ def main(argv=None):
 
     args.out.mkdir(parents=True, exist_ok=True)
     data = f"MNIST 28x28: {len(X_fit)} training, {len(X_val)} validation images; test accuracy {accuracy:.4f}"
-    path = plot_accuracy(scores, "LeNet-like CNN: accuracy per epoch", data, args.out / "mnist_accuracy.png",
-                         ylim_low=0.9)
-    print(f"saved {path}")
+    if is_root:
+        path = plot_accuracy(scores, "LeNet-like CNN: accuracy per epoch", data, args.out / "mnist_accuracy.png",
+                             ylim_low=0.9)
+        print(f"saved {path}")
     print(f"saved {cnn.save(args.out / 'mnist_model.npz')}")  # reload with CNN.load(path)
     return 0 if np.isfinite(accuracy) else 1
 

@@ -93,6 +93,20 @@ def world():
     return comm
 
 
+def root_prints_only(comm):
+    """True on rank 0 or without a communicator; elsewhere False, with standard output sent to /dev/null.
+
+    So that a script run under ``mpiexec -n N`` prints its report once::
+
+        comm = distributed.world()
+        is_root = distributed.root_prints_only(comm)   # guard files only rank 0 should write
+    """
+    if comm is None or comm.Get_rank() == 0:
+        return True
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (kept open for the life of the process)
+    return False
+
+
 def _abort_on_uncaught_exception(comm):
     global _abort_hook_installed
     if _abort_hook_installed:
@@ -220,4 +234,4 @@ class DataParallel:
         return f"DataParallel(rank={self.rank}, size={self.size}, backend={self.backend.name!r})"
 
 
-__all__ = ["DataParallel", "launched_size", "local_rank", "world"]
+__all__ = ["DataParallel", "launched_size", "local_rank", "root_prints_only", "world"]
