@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from _shared import Timer, parser, plot_accuracy, use_agg_unless_interactive, write_synthetic_idx
-from nncore import CNN, RELU, Adam, CostCrossEntropy, softmax
+from nncore import CNN, RELU, Adam, CostCrossEntropy, distributed, softmax
 from nncore.datasets import idx_dataset_name, load_mnist
 
 CLAIM = 0.99
@@ -93,12 +93,15 @@ def main(argv=None):
     n_val = min(VALIDATION, len(X_train) // 10)
     X_fit, t_fit, X_val, t_val = X_train[:-n_val], t_train[:-n_val], X_train[-n_val:], t_train[-n_val:]
 
+    comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
+    is_root = distributed.root_prints_only(comm)
     cnn = lenet(args.seed, args.backend)
     cnn.summary(input_shape=X_fit.shape[1:])
     print(f"training on {len(X_fit)} {dataset} images ({len(X_val)} held out for validation), "
           f"{epochs} epochs of batch {args.batch_size}, backend {cnn.backend.name}")
     with Timer() as timer:
-        scores = cnn.fit(X_fit, t_fit, epochs=epochs, batch_size=args.batch_size, X_val=X_val, t_val=t_val)
+        scores = cnn.fit(X_fit, t_fit, epochs=epochs, batch_size=args.batch_size, X_val=X_val, t_val=t_val,
+                         comm=comm)
     print(f"trained in {timer.seconds:.0f} s ({epochs * len(X_fit) / timer.seconds:.0f} images/s, "
           "including the validation pass per epoch)")
     accuracy = cnn.score(X_test, t_test)
@@ -109,9 +112,10 @@ def main(argv=None):
     height, width = X_fit.shape[2:]
     data = (f"{dataset} {height}x{width}: {len(X_fit)} training, {len(X_val)} validation images; "
             f"test accuracy {accuracy:.4f}")
-    path = plot_accuracy(scores, "LeNet-like CNN: accuracy per epoch", data, args.out / "mnist_accuracy.png",
-                         ylim_low=0.9)
-    print(f"saved {path}")
+    if is_root:
+        path = plot_accuracy(scores, "LeNet-like CNN: accuracy per epoch", data, args.out / "mnist_accuracy.png",
+                             ylim_low=0.9)
+        print(f"saved {path}")
     print(f"saved {cnn.save(args.out / 'mnist_model.npz')}")  # reload with CNN.load(path)
     return 0 if np.isfinite(accuracy) else 1
 

@@ -29,7 +29,7 @@ from sklearn.model_selection import train_test_split
 
 from backends import get_backend
 
-from . import CNN, RELU, Adam, CostCrossEntropy, softmax
+from . import CNN, RELU, Adam, CostCrossEntropy, distributed, softmax
 from .datasets import idx_dataset_name, load_digits, load_mnist
 
 DEFAULTS = {"digits": {"epochs": 30, "batch_size": 32}, "mnist": {"epochs": 10, "batch_size": 128}}
@@ -156,6 +156,8 @@ def main(argv=None):
     except (ValueError, ImportError, RuntimeError) as exc:
         print(f"python -m nncore: {exc}", file=sys.stderr)
         return 2
+    comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
+    is_root = distributed.root_prints_only(comm)
 
     if args.data == "mnist":
         try:
@@ -175,7 +177,7 @@ def main(argv=None):
     print(f"training on {len(X_fit)} {name}{held_out}, testing on {len(X_test)}; backend {cnn.backend.name}")
     start = time.perf_counter()
     scores = cnn.fit(X_fit, t_fit, epochs=epochs, batch_size=batch_size, X_val=X_val, t_val=t_val,
-                     verbose=not args.quiet)
+                     verbose=not args.quiet, comm=comm)
     cnn.backend.synchronize()
     seconds = time.perf_counter() - start
     print(f"training throughput: {epochs * len(X_fit) / seconds:.0f} images/s ({seconds:.1f} s)")
@@ -184,6 +186,7 @@ def main(argv=None):
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         print(f"saved the model to {cnn.save(args.out / 'model.npz')}")
+    if args.out is not None and is_root:
         title = f"{'Reference CNN on 8x8 digits' if args.data == 'digits' else 'LeNet-like CNN on ' + name}: " \
                 f"{len(X_fit)} training, {len(X_val) if X_val is not None else 0} validation images"
         print(f"saved the learning curve to {plot_learning_curve(scores, title, args.out / 'learning_curve.png')} "
