@@ -9,6 +9,11 @@ from pathlib import Path
 import numpy as np
 
 
+#: ``--backend``'s help, the same in every example.
+BACKEND_HELP = ("numpy, cupy, auto or array_api_strict; default: the environment variable NNCORE_BACKEND "
+                "if set, else numpy")
+
+
 def parser(description, *, data=True, backend=True):
     """An ``ArgumentParser`` with the options every example takes (``--backend`` for those that train)."""
     p = argparse.ArgumentParser(description=description)
@@ -23,11 +28,6 @@ def parser(description, *, data=True, backend=True):
                             "Fashion-MNIST (train-images-idx3-ubyte[.gz], ...); "
                             "default: scikit-learn's bundled 8x8 digits")
     return p
-
-
-#: ``--backend``'s help, the same in every example.
-BACKEND_HELP = ("numpy, cupy, auto or array_api_strict; default: the environment variable NNCORE_BACKEND "
-                "if set, else numpy")
 
 
 def write_idx(path, array):

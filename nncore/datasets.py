@@ -31,12 +31,12 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-_MNIST_TRAIN_SIZE = 60000
+_MNIST_TRAIN_SIZE = 60000  # OpenML's mnist_784 keeps the standard order: train, then test
 # Bounds on what an IDX header may declare (MNIST: 60000 images of 28x28, 47 MB); beyond
 # them a file is refused before its data is read.
 MAX_IDX_ITEMS = 10_000_000
 MAX_IDX_SIDE = 4096
-MAX_IDX_BYTES = 2**31  # OpenML's mnist_784 keeps the standard order: train, then test
+MAX_IDX_BYTES = 2**31
 
 
 def onehot(labels, n_classes=None, dtype="float64"):
