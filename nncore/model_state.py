@@ -45,7 +45,7 @@ def save(model, path):
     parallel = model.comm
     if parallel is not None and parallel.Get_rank() != 0:
         parallel.Barrier()  # rank 0 writes; the file exists when this returns
-        return io._npz_path(path)  # TODO public
+        return io.npz_path(path)
     try:
         metadata, arrays = file_parts(model)
         return io.write(path, metadata, arrays)
