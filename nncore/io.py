@@ -84,8 +84,8 @@ def _check_finite(value, where, depth=0):
         raise ValueError(f"{where} is {value}; only finite numbers can be saved")
     if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_JSON_DEPTH:
         raise ValueError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels")
-    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
+    nested = isinstance(value, (list, tuple))
+    for key, item in value.items() if isinstance(value, Mapping) else enumerate(value) if nested else ():
         _check_finite(item, f"{where}[{key!r}]", depth + 1)
 
 
@@ -261,7 +261,8 @@ class Archive(contextlib.AbstractContextManager):
                 raise self.error(field, f"the array {name!r} is missing")
         extra = sorted(set(self._headers) - set(fields))
         if extra:
-            raise self.error(None, f"it holds {len(extra)} unexpected array(s): {_shown(extra)[1:-1]}")
+            shown = _shown(", ".join(map(repr, extra)), False)
+            raise self.error(None, f"it holds {len(extra)} unexpected array(s): {shown}")
 
     def array(self, name, shape, dtype, *, finite=True, field=None):
         """The array ``name`` as a writable ``numpy.ndarray``, once its header shows exactly ``dtype`` and ``shape``.
