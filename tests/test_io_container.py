@@ -276,7 +276,7 @@ def _mid_save(path, size, written, timeout=30):
 def test_interrupted_saves_leave_at_most_one_temporary_file_which_the_next_save_removes(tmp_path, how):
     """Killed mid-write, a save leaves its one temporary file (always the same name); Ctrl-C leaves none."""
     path = tmp_path / "m.npz"
-    tmp = tmp_path / io._temp_name("m.npz")
+    tmp, killed_mid_write = tmp_path / io._temp_name("m.npz"), 0
     for attempt in range(3):
         proc = _mid_save(path, 48 * 2**20, 2**20 * (1 + 4 * attempt))
         proc.send_signal(how)
@@ -284,12 +284,14 @@ def test_interrupted_saves_leave_at_most_one_temporary_file_which_the_next_save_
         leftovers = [name for name in os.listdir(tmp_path) if name != "m.npz"]
         if how == signal.SIGINT:
             assert "KeyboardInterrupt" in err and leftovers == []
-        else:
-            assert leftovers == [tmp.name]
+        else:  # none if the kill came between two saves (a loaded machine may be that slow)
+            assert leftovers in ([tmp.name], [])
+            killed_mid_write += len(leftovers)
         if path.exists():  # whatever the target holds is a complete file
             with io.read(path) as archive:
                 archive.array("big", (6 * 2**20,), np.float64)
     if how == signal.SIGKILL:
+        assert killed_mid_write, "no kill landed in the middle of a save: the test did not test anything"
         tmp.chmod(0o777)  # a leftover's mode does not carry over to a new target
     path.unlink(missing_ok=True)
     io.write(path, {"n": 2}, {"small": np.zeros(1)})
