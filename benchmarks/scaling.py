@@ -153,13 +153,14 @@ def worker(args):
 
     mine = {"compute": statistics.median(computing), "allreduce": statistics.median(reducing) if reducing else 0.0,
             "step": step_seconds}
+    transport = "none" if parallel is None else parallel.transport  # collective (CuPy): on every process
     everyone = [mine] if comm is None else comm.gather(mine, root=0)
     if rank == 0:
         print(json.dumps({
             "network": args.network, "processes": size, "backend": be.name, "params": int(params.size),
             "gradient_bytes": int(params.size) * np.dtype(np.float32).itemsize, "share": hi - lo,
             "threads": os.environ.get("OMP_NUM_THREADS"),
-            "transport": "none" if parallel is None else parallel.transport,
+            "transport": transport,
             **{key: max(r[key] for r in everyone) for key in mine},
         }))
 
