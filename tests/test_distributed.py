@@ -298,6 +298,12 @@ def python_command(processes, *args):
     return [mpiexec(), "-n", str(processes), *command] if processes > 1 else command
 
 
+@pytest.fixture
+def launcher():
+    """mpiexec (skips the test early where there is none)."""
+    return mpiexec()
+
+
 def script_command(script, processes, *args):
     return python_command(processes, SCRIPTS / script, *args)
 
@@ -344,7 +350,7 @@ def rank_files(out, processes, suffix=".npz"):
 
 
 @pytest.mark.slow
-def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
+def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path, launcher):
     """distributed.world()'s exception hook: rank 0 would otherwise wait at a barrier forever."""
     started = time.monotonic()
     code, _, stderr = run_script("uncaught.py", 2, tmp_path, ok=False)
@@ -355,7 +361,7 @@ def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes,batch_size", [(2, 7), (3, 7), (3, 2)])
-def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, batch_size):
+def test_processes_train_the_same_weights_as_one_process(tmp_path, launcher, processes, batch_size):
     """40 samples in batches of 7 (odd; the last has 5) or 2 (one process of three gets none): the
     same weights and scores as one process after 3 epochs, and identical weights on every process
     after every epoch (bitwise: every process applies the same summed gradient)."""
@@ -371,7 +377,7 @@ def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, ba
 
 
 @pytest.mark.slow
-def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path):
+def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path, launcher):
     started = time.monotonic()
     code, stdout, stderr = run_script("fail.py", 2, tmp_path, ok=False)
     assert code != 0 and time.monotonic() - started < 60
@@ -383,7 +389,7 @@ def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path
 @pytest.mark.parametrize("errors,eta,epoch", [
     ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1),
     pytest.param("inject", 0.1, 1, marks=pytest.mark.xfail(strict=True, reason=ONE_PROCESS_OVERFLOW_HANGS))])
-def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta, epoch):
+def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, launcher, errors, eta, epoch):
     """As in one process: TrainingDivergedError in the same epoch, with the weights of the epoch before,
     on every process; whether the loss grows absurdly (eta 1.2: measured against the first minibatch's
     loss, as in one process), becomes NaN, NumPy raises FloatingPointError, or one process alone raises
@@ -400,7 +406,7 @@ def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta,
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=NON_ROOT_SAVE_BROKEN)
-def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
+def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path, launcher):
     from nncore import CNN
 
     run_script("save_load.py", 2, tmp_path)
@@ -433,7 +439,7 @@ def interrupted_run(tmp_path, target):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["mpiexec", "rank 1 only"])
-def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
+def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, launcher, target):
     """SIGINT to mpiexec's process group (mpiexec forwards it to every process, as a terminal's
     Ctrl-C would), or to one process only: every process finishes the same step, keeps the same
     weights, exits 0, and fit gives the SIGINT handler back."""
@@ -447,7 +453,7 @@ def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=PARTIAL_EPOCH_SCORED)
-def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path):
+def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path, launcher):
     """As in one process: scores for the completed epochs, NaN for the one cut short."""
     ranks = interrupted_run(tmp_path, "mpiexec")
     completed = int(ranks[0]["steps"]) // int(ranks[0]["steps_per_epoch"])
@@ -455,7 +461,7 @@ def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path):
+def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path, launcher):
     """``mpiexec -n 2 python -m nncore`` runs unchanged: one report, the accuracy of one process (up to
     one of the 360 test images: float32 sums of two shares round differently from one sum)."""
     accuracies = []
@@ -472,7 +478,7 @@ def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=NON_ROOT_SAVE_BROKEN)
-def test_the_mnist_example_under_mpiexec_prints_once(tmp_path, mnist_idx):
+def test_the_mnist_example_under_mpiexec_prints_once(tmp_path, launcher, mnist_idx):
     data = mnist_idx()
     command = python_command(2, ROOT / "examples" / "mnist.py", "--quick", "--data-dir", data, "--out", tmp_path / "out")
     result = subprocess.run(command, cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=TIMEOUT)
