@@ -3,7 +3,8 @@
     python benchmarks/bench.py                       # NumPy vs torch CPU, A and B, 7 repetitions
     python benchmarks/bench.py --reps 9 --sweep      # plus the batch-size / image-size sweep for B
     python benchmarks/bench.py --markdown benchmarks/RESULTS.md
-    python benchmarks/bench.py --backend cupy        # CuPy vs torch CUDA (untested: written blind)
+    python benchmarks/bench.py --backend cupy --workloads B --batch-sizes 128,1024,8192 --torch-tf32 both
+    python benchmarks/bench.py --backend cupy --dry-run   # check the arguments and print the plan only
 
 What is measured (see benchmarks/README.md):
 
@@ -17,13 +18,21 @@ What is measured (see benchmarks/README.md):
   permutation, zero_grad, forward, loss, backward, step, loss summed on the
   device as nncore does). Inference: ``CNN.predict_proba(X)`` against torch
   ``softmax(model(x))`` under ``inference_mode`` on chunks of the same size
-  (1024, nncore's default).
+  (1024, nncore's default; with ``--batch-sizes``, the batch size).
 * Interleaving: in each repetition the workloads run A, B, A, B ... and
   nncore and torch alternate which goes first; the ratio quoted is the MEDIAN
   of the per-repetition ratios nncore/torch (> 1: nncore faster). Each timed
   call starts after ``--gap`` seconds of idle: OpenBLAS's and OpenMP's worker
   threads busy-wait for a while after a call and would otherwise steal the
   cores from whichever library runs next.
+* GPU (``--backend cupy``): torch runs on ``cuda``; both sides wait for the
+  device before the clock starts and before it stops. ``--torch-tf32 both``
+  times torch twice, with its default float32 precision (cuDNN convolutions
+  may use TF32 tensor cores, matrix products not) and with TF32 off for both;
+  nncore's matrix products use TF32 only when CuPy's ``CUPY_TF32=1`` is set for
+  the whole process. GPU memory is measured in the same process: the most
+  bytes in use at once during one call above what was in use before it (CuPy:
+  a memory hook on its pool; torch: ``max_memory_allocated``).
 * GFLOP/s: 2 x multiply-adds of the convolution and dense layers, forward;
   a training step counts 3 x forward.
 * Peak memory: for each (library, workload, mode) a FRESH subprocess imports
@@ -156,19 +165,43 @@ def make_data(n, side, seed=0):
 class NncoreRunner:
     name = "nncore"
 
-    def __init__(self, workload, batch, side, n_batches, backend):
+    def __init__(self, workload, batch, side, n_batches, backend, predict_batch=PREDICT_BATCH):
         self.cnn = build_nncore(workload, side, backend)
-        self.batch = batch
+        self.batch, self.predict_batch = batch, predict_batch
         X, t, self.labels = make_data(batch * n_batches, side)
         be = self.cnn.backend
         self.X, self.t = be.asarray(X), be.asarray(t)  # on the device, as a user would keep it
+
+    def prepare(self):
+        """Before the clock starts: nothing of earlier calls still queued on the device."""
+        self.cnn.backend.synchronize()
+
+    def device_peak(self, fn):
+        """Most GPU bytes in use at once during ``fn()``, above those in use before (a hook on CuPy's pool)."""
+        import cupy
+
+        class Peak(cupy.cuda.MemoryHook):
+            name = "bench-peak"
+            now = peak = 0
+
+            def malloc_postprocess(self, **kwargs):
+                self.now += kwargs["mem_size"]
+                self.peak = max(self.peak, self.now)
+
+            def free_postprocess(self, **kwargs):
+                self.now -= kwargs["mem_size"]
+
+        self.prepare()
+        with Peak() as hook:
+            fn()
+        return hook.peak
 
     def train(self):
         self.cnn.fit(self.X, self.t, epochs=1, batch_size=self.batch, shuffle=True, verbose=False)
         self.cnn.backend.synchronize()
 
     def infer(self):
-        out = self.cnn.predict_proba(self.X, batch_size=PREDICT_BATCH)
+        out = self.cnn.predict_proba(self.X, batch_size=self.predict_batch)
         self.cnn.backend.synchronize()
         return out
 
@@ -177,18 +210,22 @@ class NncoreRunner:
 
 
 class TorchRunner:
-    name = "torch"
+    """The torch side; ``precision`` (GPU only) is the TF32 setting applied before each call, see
+    :func:`tf32_settings`; ``None`` leaves torch's settings alone."""
 
-    def __init__(self, workload, batch, side, n_batches, backend, cnn=None):
+    def __init__(self, workload, batch, side, n_batches, backend, cnn=None, precision=None, name="torch",
+                 predict_batch=PREDICT_BATCH):
         import torch
 
         self.torch = torch
+        self.name = name
+        self.precision = precision
         self.device = "cuda" if backend == "cupy" else "cpu"
         cnn = cnn or build_nncore(workload, side, "numpy")
         self.model = build_torch(workload, cnn, self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
         self.loss = torch.nn.CrossEntropyLoss()
-        self.batch = batch
+        self.batch, self.predict_batch = batch, predict_batch
         X, _, labels = make_data(batch * n_batches, side)
         self.X = torch.from_numpy(X).to(self.device)
         self.y = torch.from_numpy(labels).to(self.device)
@@ -197,6 +234,21 @@ class TorchRunner:
     def sync(self):
         if self.device == "cuda":
             self.torch.cuda.synchronize()
+
+    def prepare(self):
+        """Before the clock starts: this runner's TF32 setting, nothing still queued on the device."""
+        if self.precision is not None:
+            set_tf32(self.torch, self.precision)
+        self.sync()
+
+    def device_peak(self, fn):
+        """Most GPU bytes allocated at once during ``fn()``, above those allocated before."""
+        cuda = self.torch.cuda
+        self.prepare()
+        cuda.reset_peak_memory_stats()
+        before = cuda.memory_allocated()
+        fn()
+        return cuda.max_memory_allocated() - before
 
     def train(self):
         torch, n = self.torch, self.X.shape[0]
@@ -216,8 +268,8 @@ class TorchRunner:
         torch = self.torch
         self.model.eval()
         with torch.inference_mode():
-            out = [torch.softmax(self.model(self.X[i : i + PREDICT_BATCH]), dim=1)
-                   for i in range(0, self.X.shape[0], PREDICT_BATCH)]
+            out = [torch.softmax(self.model(self.X[i : i + self.predict_batch]), dim=1)
+                   for i in range(0, self.X.shape[0], self.predict_batch)]
             out = torch.cat(out) if len(out) > 1 else out[0]
         self.sync()
         return out
@@ -227,6 +279,33 @@ class TorchRunner:
         self.model.eval()
         with torch.inference_mode():
             return torch.softmax(self.model(torch.from_numpy(X).to(self.device)), dim=1).cpu().numpy()
+
+
+def _new_tf32_api(torch):
+    """torch >= 2.9 sets TF32 per backend with ``fp32_precision`` strings and refuses reads of the
+    older ``allow_tf32`` flags once the two disagree, so only one of the two APIs may be used."""
+    return hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
+
+
+def tf32_settings(torch, off=False):
+    """torch's float32 precision for cuDNN convolutions and CUDA matrix products: the current
+    settings, or (``off``) the ones that keep both in IEEE float32, never TF32."""
+    if _new_tf32_api(torch):
+        if off:
+            return {"conv": "ieee", "matmul": "ieee"}
+        return {"conv": torch.backends.cudnn.conv.fp32_precision, "matmul": torch.backends.cuda.matmul.fp32_precision}
+    if off:
+        return {"conv": False, "matmul": False}
+    return {"conv": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+
+
+def set_tf32(torch, settings):
+    if _new_tf32_api(torch):
+        torch.backends.cudnn.conv.fp32_precision = settings["conv"]
+        torch.backends.cuda.matmul.fp32_precision = settings["matmul"]
+    else:
+        torch.backends.cudnn.allow_tf32 = settings["conv"]
+        torch.backends.cuda.matmul.allow_tf32 = settings["matmul"]
 
 
 def _seconds(fn):
@@ -251,13 +330,14 @@ def memory_child(spec):
     """Run in a fresh process: peak RSS growth (bytes) of ``spec['mode']`` calls, plus their timing."""
     lib, workload, batch, side, n_batches = (spec[k] for k in ("lib", "workload", "batch", "side", "n_batches"))
     backend, mode, repeats = spec["backend"], spec["mode"], spec.get("repeats", 2)
+    chunk = spec.get("predict_batch", PREDICT_BATCH)
     if lib == "torch":
         import torch
 
         torch.set_num_threads(spec["threads"])
-        runner = TorchRunner(workload, batch, side, n_batches, backend)
+        runner = TorchRunner(workload, batch, side, n_batches, backend, predict_batch=chunk)
     else:
-        runner = NncoreRunner(workload, batch, side, n_batches, backend)
+        runner = NncoreRunner(workload, batch, side, n_batches, backend, chunk)
     gc.collect()
     _malloc_trim()
     before = _status("VmRSS")
@@ -265,25 +345,13 @@ def memory_child(spec):
     run = runner.train if mode == "train" else runner.infer
     times = [_seconds(run) for _ in range(repeats)]
     peak = _status("VmHWM") - before
-    result = {"peak_bytes": peak, "seconds": times}
-    if backend == "cupy":
-        result["device_peak_bytes"] = _device_peak(lib)
-    print(json.dumps(result))
-
-
-def _device_peak(lib):
-    if lib == "torch":
-        import torch
-
-        return int(torch.cuda.max_memory_reserved())  # what its caching allocator held at most
-    import cupy
-
-    return int(cupy.get_default_memory_pool().total_bytes())  # the pool keeps what it ever needed
+    print(json.dumps({"peak_bytes": peak, "seconds": times}))
 
 
 def measure_in_child(args, lib, workload, batch, side, n_batches, mode, repeats=2):
     spec = {"lib": lib, "workload": workload, "batch": batch, "side": side, "n_batches": n_batches,
-            "mode": mode, "backend": args.backend, "threads": args.threads, "repeats": repeats}
+            "mode": mode, "backend": args.backend, "threads": args.threads, "repeats": repeats,
+            "predict_batch": predict_chunk(args, batch)}
     env = dict(os.environ)
     env.pop("NNCORE_FAST_PATHS", None) if not args.generic else env.update(NNCORE_FAST_PATHS="0")
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
@@ -304,55 +372,66 @@ def set_heap(pregrown):
 
 
 def time_interleaved(args, runners, reps):
-    """``{(workload, mode, lib): [seconds per repetition]}``, A B A B ..., libraries alternating."""
+    """``{(case, mode, runner name): [seconds per repetition]}``.
+
+    ``runners`` maps each case ``(workload, batch)`` to its runners (nncore first). Every repetition
+    runs the cases in turn, training then inference, each runner once; the runners take turns at
+    going first.
+    """
     times = {}
     for rep in range(reps):
-        for workload in args.workloads:
-            pair = runners[workload]
-            order = pair if rep % 2 == 0 else pair[::-1]
+        for case, group in runners.items():
+            shift = rep % len(group)
+            order = group[shift:] + group[:shift]
             for mode in ("train", "infer"):
                 for runner in order:
                     fn = runner.train if mode == "train" else runner.infer
                     # Let the other library's thread pool stop spinning before the clock starts
                     # (OpenBLAS and OpenMP workers busy-wait a while after each call).
                     time.sleep(args.gap)
-                    times.setdefault((workload, mode, runner.name), []).append(_seconds(fn))
+                    runner.prepare()
+                    times.setdefault((case, mode, runner.name), []).append(_seconds(fn))
     return times
 
 
-def summarise(args, times, images):
+def summarise(times, runners, images):
+    """One row per (case, mode): nncore's img/s, and each torch runner's with the ratio nncore/it."""
     rows = []
-    for workload in args.workloads:
+    for case, (ours, *theirs) in runners.items():
+        workload, batch = case
         for mode in ("train", "infer"):
-            ours, theirs = times[(workload, mode, "nncore")], times[(workload, mode, "torch")]
-            n = images[(workload, mode)]
-            ratios = [b / a for a, b in zip(ours, theirs)]  # img/s ratio nncore/torch = t_torch / t_nncore
+            n = images[case]
             flops = forward_flops(workload) * (3 if mode == "train" else 1)
-            ours_ips, theirs_ips = n / statistics.median(ours), n / statistics.median(theirs)
-            rows.append({
-                "workload": workload, "mode": mode,
-                "nncore_ips": ours_ips, "torch_ips": theirs_ips,
-                "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                "nncore_gflops": ours_ips * flops / 1e9, "torch_gflops": theirs_ips * flops / 1e9,
-            })
+            mine = times[(case, mode, ours.name)]
+            row = {"workload": workload, "batch": batch, "mode": mode, "nncore_ips": n / statistics.median(mine),
+                   "torch": []}
+            for runner in theirs:
+                other = times[(case, mode, runner.name)]
+                ratios = [b / a for a, b in zip(mine, other)]  # img/s ratio nncore/torch = t_torch / t_nncore
+                row["torch"].append({"name": runner.name, "ips": n / statistics.median(other),
+                                     "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)})
+            row["nncore_gflops"] = row["nncore_ips"] * flops / 1e9
+            for entry in row["torch"]:
+                entry["gflops"] = entry["ips"] * flops / 1e9
+            rows.append(row)
     return rows
 
 
 def _fmt_table(rows, memory):
-    lines = [
-        "| workload | mode | nncore img/s | torch img/s | ratio nncore/torch (median, min-max) "
-        "| nncore GFLOP/s | torch GFLOP/s | nncore peak MiB | torch peak MiB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    names = [entry["name"] for entry in rows[0]["torch"]]
+    header = ["workload", "batch", "mode", "nncore img/s"]
+    for name in names:
+        header += [f"{name} img/s", f"ratio nncore/{name} (median, min-max)"]
+    header += ["nncore GFLOP/s", *(f"{name} GFLOP/s" for name in names), "nncore peak MiB", "torch peak MiB"]
+    lines = ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * (len(header) - 3)]
     for r in rows:
-        mem = memory.get((r["workload"], r["mode"]), {})
-        ours = f"{mem['nncore'] / 2**20:.1f}" if "nncore" in mem else "-"
-        theirs = f"{mem['torch'] / 2**20:.1f}" if "torch" in mem else "-"
-        lines.append(
-            f"| {r['workload']} | {r['mode']} | {r['nncore_ips']:,.0f} | {r['torch_ips']:,.0f} "
-            f"| **{r['ratio']:.2f}x** ({r['ratio_min']:.2f}-{r['ratio_max']:.2f}) "
-            f"| {r['nncore_gflops']:.1f} | {r['torch_gflops']:.1f} | {ours} | {theirs} |"
-        )
+        mem = memory.get((r["workload"], r["batch"], r["mode"]), {})
+        cells = [r["workload"], str(r["batch"]), r["mode"], f"{r['nncore_ips']:,.0f}"]
+        for entry in r["torch"]:
+            cells += [f"{entry['ips']:,.0f}", f"**{entry['ratio']:.2f}x** ({entry['min']:.2f}-{entry['max']:.2f})"]
+        cells += [f"{r['nncore_gflops']:.1f}", *(f"{entry['gflops']:.1f}" for entry in r["torch"])]
+        cells += [f"{mem[lib] / 2**20:.1f}" if lib in mem else "-" for lib in ("nncore", "torch")]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -417,67 +496,141 @@ def machine_info(args):
     if args.backend == "cupy":
         import cupy
 
-        info["gpu"] = f"{torch.cuda.get_device_name(0)}; cupy {cupy.__version__}"
+        runtime = cupy.cuda.runtime
+        info["gpu"] = (f"{torch.cuda.get_device_name(0)}; CUDA driver {runtime.driverGetVersion()}, "
+                       f"runtime {runtime.runtimeGetVersion()} (CuPy's)")
+        info["cupy"] = f"{cupy.__version__}; CUPY_TF32={os.environ.get('CUPY_TF32', '') or 'unset'}"
+        info["torch CUDA"] = (f"{torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}; TF32 defaults "
+                              f"{args.torch_tf32_default}")
     return info
 
 
-def main(argv=None):
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("numpy", "cupy"), default="numpy",
-                        help="nncore backend; cupy also moves torch to CUDA (untested)")
+                        help="nncore backend; cupy also moves torch to CUDA")
     parser.add_argument("--reps", type=int, default=7, help="repetitions (at least 5)")
     parser.add_argument("--batches", type=int, default=None,
                         help="minibatches per repetition (default: 16 for A and B)")
+    parser.add_argument("--batch-sizes", default=None, metavar="N[,N...]",
+                        help="batch sizes to time, e.g. 128,1024,8192 (default: each workload's own, A 750, B 128)")
     parser.add_argument("--workloads", default="AB", help="which workloads, e.g. AB or B")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--torch-tf32", choices=("default", "off", "both"), default="default",
+                        help="GPU only: time torch with its default TF32 settings (cuDNN convolutions may use "
+                             "TF32), with TF32 off, or both (default: default)")
     parser.add_argument("--gap", type=float, default=0.3,
                         help="seconds of idle before each timed call, so that neither library's spinning "
                              "thread pool slows the other (default 0.3)")
     parser.add_argument("--heap", choices=("both", "default", "pregrown"), default="both",
                         help="time with glibc's default heap, a pre-grown one, or both (default)")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     parser.add_argument("--sweep", action="store_true", help="also run the scaling sweep for B")
     parser.add_argument("--generic", action="store_true",
                         help="switch nncore's NumPy fast paths off (NNCORE_FAST_PATHS=0): the generic code")
     parser.add_argument("--markdown", metavar="FILE", help="also write the report as markdown to FILE")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the arguments, print what would be timed, and stop (imports neither torch "
+                             "nor CuPy)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return memory_child(json.loads(args.child))
+        return args
     if args.reps < 5:
         parser.error("--reps must be at least 5")
     args.workloads = [w for w in args.workloads.upper() if w in WORKLOADS]
+    if not args.workloads:
+        parser.error(f"--workloads names none of {', '.join(WORKLOADS)}")
+    if args.batch_sizes is not None:
+        try:
+            args.batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        except ValueError:
+            parser.error(f"--batch-sizes must be positive integers separated by commas, got {args.batch_sizes!r}")
+        if not args.batch_sizes or min(args.batch_sizes) < 1:
+            parser.error(f"--batch-sizes must be positive integers, got {args.batch_sizes}")
+    if args.torch_tf32 != "default" and args.backend != "cupy":
+        parser.error("--torch-tf32 applies to torch on CUDA: use it with --backend cupy")
+    args.cases = [(w, b) for w in args.workloads for b in (args.batch_sizes or [WORKLOADS[w][1]])]
+    args.n_batches = args.batches or 16
+    return args
+
+
+def predict_chunk(args, batch):
+    """Inference runs in chunks of the batch size when ``--batch-sizes`` is given, else of 1024."""
+    return batch if args.batch_sizes else PREDICT_BATCH
+
+
+def plan(args):
+    """What a run with ``args`` times, in words (``--dry-run``)."""
+    torch_runs = {"default": ["torch (its default TF32 settings)"], "off": ["torch (TF32 off)"],
+                  "both": ["torch (its default TF32 settings)", "torch (TF32 off)"]}[args.torch_tf32]
+    if args.backend == "numpy":
+        torch_runs = ["torch (CPU)"]
+    lines = [f"backend: nncore on {args.backend}, torch on {'cuda' if args.backend == 'cupy' else 'cpu'}",
+             f"CUPY_TF32: {os.environ.get('CUPY_TF32', '') or 'unset'}" if args.backend == "cupy" else "",
+             f"repetitions: {args.reps}, {args.n_batches} minibatches per training repetition, gap {args.gap} s",
+             f"heap: {args.heap}; memory: " + ("no" if args.no_memory else "GPU, in this process"
+                                                if args.backend == "cupy" else "RSS, fresh processes")]
+    for workload, batch in args.cases:
+        lines.append(f"case {workload} batch {batch}: {batch * args.n_batches} images per repetition, train in "
+                     f"batches of {batch} and infer in chunks of {predict_chunk(args, batch)}; nncore against "
+                     f"{', '.join(torch_runs)}")
+    if args.sweep:
+        lines.append("then the scaling sweep of B training (fresh processes)")
+    return "\n".join(line for line in lines if line)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        return memory_child(json.loads(args.child))
+    if args.dry_run:
+        print(plan(args))
+        return 0
     if args.generic:
         os.environ["NNCORE_FAST_PATHS"] = "0"
 
     import torch
 
     torch.set_num_threads(args.threads)
+    precisions = {"torch": None}
     if args.backend == "cupy":
         from backends import get_backend
 
         try:
             get_backend("cupy")
         except (ImportError, RuntimeError) as exc:
-            parser.error(f"--backend cupy needs CuPy and a CUDA GPU: {exc}")
+            sys.exit(f"bench.py: --backend cupy needs CuPy and a CUDA GPU: {exc}")
         if not torch.cuda.is_available():
-            parser.error("--backend cupy compares with torch on CUDA, but this torch build sees no GPU "
-                         f"(torch {torch.__version__}); install a CUDA build of torch")
+            sys.exit("bench.py: --backend cupy compares with torch on CUDA, but this torch build sees no GPU "
+                     f"(torch {torch.__version__}); install a CUDA build of torch")
+        default, off = tf32_settings(torch), tf32_settings(torch, off=True)
+        args.torch_tf32_default = f"conv {default['conv']}, matmul {default['matmul']}"
+        precisions = {"default": {"torch": default}, "off": {"torch (TF32 off)": off},
+                      "both": {"torch": default, "torch (TF32 off)": off}}[args.torch_tf32]
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     command = "python benchmarks/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     runners, images, checks = {}, {}, {}
-    for workload in args.workloads:
-        batch = WORKLOADS[workload][1]
-        n_batches = args.batches or 16
-        ours = NncoreRunner(workload, batch, 28, n_batches, args.backend)
-        theirs = TorchRunner(workload, batch, 28, n_batches, args.backend, cnn=build_nncore(workload))
+    for case in args.cases:
+        workload, batch = case
+        chunk = predict_chunk(args, batch)
+        group = [NncoreRunner(workload, batch, 28, args.n_batches, args.backend, chunk)]
+        weights = build_nncore(workload)
+        group += [TorchRunner(workload, batch, 28, args.n_batches, args.backend, cnn=weights, precision=precision,
+                              name=name, predict_batch=chunk) for name, precision in precisions.items()]
         probe = make_data(16, 28, seed=1)[0]
-        checks[workload] = float(np.max(np.abs(ours.output(probe) - theirs.output(probe))))
-        runners[workload] = (ours, theirs)
-        images[(workload, "train")] = images[(workload, "infer")] = batch * n_batches
-        ours.train(), theirs.train(), ours.infer(), theirs.infer()  # warm up (and build caches)
+        ours = group[0].output(probe)
+        for runner in group[1:]:
+            runner.prepare()
+            checks[(*case, runner.name)] = float(np.max(np.abs(ours - runner.output(probe))))
+        runners[case] = group
+        images[case] = batch * args.n_batches
+        for runner in group:  # warm up (and build caches)
+            runner.prepare()
+            runner.train()
+            runner.infer()
 
     tables = {}
     heaps = ["default", "pregrown"] if args.heap == "both" else [args.heap]
@@ -485,19 +638,21 @@ def main(argv=None):
         if heap == "pregrown":
             set_heap(True)
         times = time_interleaved(args, runners, args.reps)
-        tables[heap] = summarise(args, times, images)
+        tables[heap] = summarise(times, runners, images)
 
     memory = {}
     if not args.no_memory:
-        for workload in args.workloads:
-            batch = WORKLOADS[workload][1]
-            n_batches = args.batches or 16
+        for case, group in runners.items():
+            workload, batch = case
             for mode in ("train", "infer"):
-                key = "device_peak_bytes" if args.backend == "cupy" else "peak_bytes"
-                memory[(workload, mode)] = {
-                    lib: measure_in_child(args, lib, workload, batch, 28, n_batches, mode)[key]
-                    for lib in ("nncore", "torch")
-                }
+                if args.backend == "cupy":  # the first torch runner stands for torch
+                    memory[(*case, mode)] = {lib: runner.device_peak(getattr(runner, mode))
+                                             for lib, runner in zip(("nncore", "torch"), group)}
+                else:
+                    memory[(*case, mode)] = {
+                        lib: measure_in_child(args, lib, workload, batch, 28, args.n_batches, mode)["peak_bytes"]
+                        for lib in ("nncore", "torch")
+                    }
     sweep_table = sweep(args) if args.sweep else None
     load_after = os.getloadavg()
 
@@ -510,20 +665,31 @@ def main(argv=None):
     out.append(f"- nncore fast paths: {'off (generic code)' if args.generic else 'on (backends/numpy_fast.py)'}")
     out.append(f"- load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} "
                f"{load_before[2]:.2f}; after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
+    differences = []
+    for (workload, batch, name), difference in checks.items():
+        label = (workload + (f" batch {batch}" if args.batch_sizes else "")
+                 + (f" vs {name}" if len(precisions) > 1 else ""))
+        differences.append(f"{label} {difference:.1e}")
     out.append(f"- repetitions: {args.reps}; same initial weights, max |softmax difference| on 16 images: "
-               + ", ".join(f"{w} {d:.1e}" for w, d in checks.items()))
+               + ", ".join(differences))
     for workload in args.workloads:
-        batch = WORKLOADS[workload][1]
-        out.append(f"- workload {workload} ({WORKLOADS[workload][0]}): batch {batch}, "
-                   f"{images[(workload, 'train')]} images per repetition, "
+        batches = args.batch_sizes or [WORKLOADS[workload][1]]
+        chunks = sorted({predict_chunk(args, batch) for batch in batches})
+        out.append(f"- workload {workload} ({WORKLOADS[workload][0]}): batch {', '.join(map(str, batches))}, "
+                   f"{args.n_batches} minibatches per repetition, inference in chunks of "
+                   f"{'the batch size' if args.batch_sizes else chunks[0]}, "
                    f"{forward_flops(workload) / 1e6:.2f} MFLOP per image forward")
+    if args.backend == "cupy":
+        settings = "; ".join(f"{name}: conv {p['conv']}, matmul {p['matmul']}" for name, p in precisions.items())
+        out.append(f"- torch TF32 ({args.torch_tf32}): {settings}")
     for heap in heaps:
         label = ("glibc default heap (large blocks mmapped and unmapped per batch)" if heap == "default"
                  else "pre-grown heap (mallopt M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB)")
         out += ["", f"## Throughput, {label}", "", _fmt_table(tables[heap], memory)]
     if memory and args.backend == "cupy":
-        out += ["", "Peak MiB: GPU memory held at most (torch: max_memory_reserved; CuPy: the memory "
-                "pool's total_bytes) in a fresh process per (library, workload, mode)."]
+        out += ["", "Peak MiB: the most GPU memory in use at once during one call (train: one epoch; infer: one "
+                "predict pass) above what was in use before it, in this process (CuPy: a hook on its memory pool; "
+                "torch with its default TF32 setting: max_memory_allocated after reset_peak_memory_stats)."]
     elif memory:
         out += ["", "Peak MiB: growth of the peak resident set (VmHWM) in a fresh process per (library, "
                 "workload, mode) over two calls (train: two epochs as above; infer: two predict passes), "

@@ -4,6 +4,7 @@
     python benchmarks/profile_nncore.py A infer --top 15   # predict_proba: 3 x 12,000 images
     python benchmarks/profile_nncore.py B train --generic  # the generic array-API code (fast paths off)
     python benchmarks/profile_nncore.py A infer --layers   # wall clock per layer, no cProfile
+    python benchmarks/profile_nncore.py B infer --layers --chunk-bytes 1048576   # a fast-path knob
 
 cProfile adds a cost to every Python call, so functions that make many small
 calls look slower than they are; use bench.py for wall-clock figures.
@@ -27,13 +28,25 @@ def main(argv=None):
     parser.add_argument("--generic", action="store_true", help="NNCORE_FAST_PATHS=0")
     parser.add_argument("--layers", action="store_true",
                         help="wall clock per layer instead of cProfile (inference only)")
+    # The NumPy fast paths' knobs (benchmarks/FAST_PATHS.md says what each was measured at).
+    parser.add_argument("--threads", type=int, help="NNCORE_NUM_THREADS: threads that share each op")
+    parser.add_argument("--chunk-bytes", type=int, help="work arrays per chunk of samples (default 4 MiB)")
+    parser.add_argument("--no-recycle", action="store_true", help="fresh result arrays every call")
     args = parser.parse_args(argv)
     if args.layers and args.mode != "infer":
         parser.error("--layers times inference only")
     if args.generic:
         os.environ["NNCORE_FAST_PATHS"] = "0"
 
-    import bench
+    import bench  # puts the repository first on sys.path
+    from backends.numpy_fast import buffers, threads
+
+    if args.threads is not None:
+        threads.WORKERS = args.threads
+    if args.chunk_bytes is not None:
+        threads.COL_CHUNK_BYTES = args.chunk_bytes
+    if args.no_recycle:
+        buffers.RECYCLE = False
 
     batch = bench.WORKLOADS[args.workload][1]
     cnn = bench.build_nncore(args.workload)

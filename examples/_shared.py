@@ -1,6 +1,7 @@
 """Plumbing shared by the examples: command-line options, data, plots. Not an example itself."""
 
 import argparse
+import gzip
 import os
 import time
 from pathlib import Path
@@ -8,18 +9,56 @@ from pathlib import Path
 import numpy as np
 
 
-def parser(description, *, data=True):
-    """An ``ArgumentParser`` with the options every example takes."""
+def parser(description, *, data=True, backend=True):
+    """An ``ArgumentParser`` with the options every example takes (``--backend`` for those that train)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for figures and tables (default: ./out)")
     p.add_argument("--quick", action="store_true", help="a few seconds' smoke run: less data, fewer epochs")
     p.add_argument("--seed", type=int, default=2023)
-    p.add_argument("--backend", default=None, help="numpy (default), cupy, auto or array_api_strict")
+    if backend:
+        p.add_argument("--backend", default=None, help=BACKEND_HELP)
     if data:
         p.add_argument("--data-dir", type=Path, default=None,
-                       help="folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...); "
+                       help="folder with the four IDX files of MNIST or a data set in its format, such as "
+                            "Fashion-MNIST (train-images-idx3-ubyte[.gz], ...); "
                             "default: scikit-learn's bundled 8x8 digits")
     return p
+
+
+#: ``--backend``'s help, the same in every example.
+BACKEND_HELP = ("numpy, cupy, auto or array_api_strict; default: the environment variable NNCORE_BACKEND "
+                "if set, else numpy")
+
+
+def write_idx(path, array):
+    """Write a uint8 array as a gzipped IDX file (big-endian magic ``0x08`` + ndim, one uint32 per dimension)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.tobytes())
+    return path
+
+
+def write_synthetic_idx(folder, n_train=1200, n_test=300, seed=0):
+    """A folder of the four MNIST-format IDX files holding synthetic 28x28 images of 10 classes.
+
+    Class ``k`` is a bright 6x6 square at one of 10 fixed places plus uniform
+    noise, so a small CNN learns it within an epoch; it stands in for MNIST in
+    smoke runs and says nothing about accuracy on real data.
+    """
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    corners = [(3 + 8 * (k // 4), 2 + 6 * (k % 4)) for k in range(10)]  # 3 rows of 4, 6x6 squares inside 28x28
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 96, size=(n, 28, 28)).astype(np.uint8)
+        for index, label in enumerate(labels):
+            row, col = corners[label]
+            images[index, row:row + 6, col:col + 6] = 255
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
 
 
 def use_agg_unless_interactive():
@@ -42,16 +81,16 @@ def upsample_nearest(X, size):
 
 
 def load_images(data_dir, n=None, size=None, seed=2023):
-    """``(X, t, name)``: MNIST from ``data_dir`` (train and test pooled, first ``n``) or the digits.
+    """``(X, t, name)``: IDX data from ``data_dir`` (train and test pooled, first ``n``) or the digits.
 
-    ``size`` resizes the digits (8x8) by nearest neighbour; MNIST stays 28x28.
+    ``size`` resizes the digits (8x8) by nearest neighbour; IDX images keep their size.
     """
-    from nncore.datasets import load_digits, load_mnist
+    from nncore.datasets import idx_dataset_name, load_digits, load_mnist
 
     if data_dir is not None:
         X_train, t_train, X_test, t_test = load_mnist(data_dir)
         X, t = np.concatenate([X_train, X_test]), np.concatenate([t_train, t_test])
-        name = f"MNIST ({X.shape[2]}x{X.shape[3]})"
+        name = f"{idx_dataset_name(data_dir)} ({X.shape[2]}x{X.shape[3]})"
     else:
         X, t = load_digits()
         name = "scikit-learn digits (8x8)"

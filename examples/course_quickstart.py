@@ -30,7 +30,7 @@ def main(argv=None):
     # ---- the course code, as in the notes ----
     adam_scheduler = Adam(eta=1e-3, rho=0.9, rho2=0.999)
     cnn = CNN(cost_func=CostCrossEntropy, scheduler=adam_scheduler, seed=args.seed,
-              backend=args.backend or "numpy")
+              backend=args.backend)
 
     cnn.add_Convolution2DLayer(
         input_channels=1,

@@ -82,8 +82,8 @@ def main(argv=None):
         eta_vals, lmbd_vals = np.logspace(-5, 1, 7), np.logspace(-5, 1, 7)
         epochs, cv, jobs = args.epochs or 50, args.cv, args.jobs
 
-    cnn = CNNClassifier(KERAS_LAYERS, scheduler="sgd", epochs=epochs, batch_size=100, seed=args.seed,
-                        backend=args.backend or "numpy")
+    cnn = CNNClassifier(KERAS_LAYERS, scheduler="sgd", epochs=epochs, batch_size=100, random_state=args.seed,
+                        backend=args.backend)
     search = GridSearchCV(cnn, {"eta": list(eta_vals), "lam": list(lmbd_vals)}, cv=cv, n_jobs=jobs,
                           return_train_score=True, error_score=np.nan)
     print(f"{len(eta_vals)} x {len(lmbd_vals)} grid, {cv}-fold CV on {len(X_train)} digits, {epochs} epochs "

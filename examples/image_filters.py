@@ -139,7 +139,7 @@ def plot_timings(rows, image_shape, path):
 
 
 def main(argv=None):
-    args = parser(__doc__.splitlines()[0], data=False).parse_args(argv)
+    args = parser(__doc__.splitlines()[0], data=False, backend=False).parse_args(argv)
     use_agg_unless_interactive()
     image = grey_photo()
     sizes = (3, 5, 9, 17, 33, 65)

@@ -23,7 +23,7 @@ from _shared import Timer, load_images, parser, report_training, use_agg_unless_
 from nncore import CNN, LRELU, Adam, CostCrossEntropy, identity, sigmoid, softmax
 
 
-def untraditional_cnn(seed=2023, backend="numpy"):
+def untraditional_cnn(seed=2023, backend=None):
     """The notes' second architecture, in the course API."""
     adam_scheduler = Adam(eta=1e-3, rho=0.9, rho2=0.999)
     cnn = CNN(cost_func=CostCrossEntropy, scheduler=adam_scheduler, seed=seed, backend=backend)
@@ -82,7 +82,7 @@ def main(argv=None):
     epochs = 3 if args.quick else 60
     X, t, data_name = load_images(args.data_dir, n=300 if args.quick else 10000, size=28)
 
-    cnn = untraditional_cnn(args.seed, args.backend or "numpy")
+    cnn = untraditional_cnn(args.seed, args.backend)
     x_train, x_val, y_train, y_val = train_test_split(X, t, random_state=args.seed, stratify=t.argmax(axis=1))
     cnn.summary(input_shape=x_train.shape[1:])
 

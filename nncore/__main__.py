@@ -4,12 +4,14 @@ Prints the test accuracy (``test accuracy: 0.9xxx``) and the training
 throughput in images per second.
 
 Data: the 1797 bundled 8x8 digits, split 80/20 (stratified) into training and
-test images; ``--data mnist --data-dir DIR`` uses MNIST's 60000/10000 split
-from IDX files instead, with a LeNet-like network for 28x28 images. In both
-cases a stratified ``--val-fraction`` (default 10 %) of the *training* images
-is held out as validation data: it is scored after every epoch for the
-learning curve, while the test images are only used once, for the final
-accuracy.
+test images; ``--data mnist --data-dir DIR`` uses the 60000/10000 split of a
+folder of IDX files instead (MNIST, or a data set in its format such as
+Fashion-MNIST), with a LeNet-like network for 28x28 images; ``--data mnist``
+without ``--data-dir`` downloads MNIST through scikit-learn's ``fetch_openml``
+(cached under ``~/scikit_learn_data``). In both cases a stratified
+``--val-fraction`` (default 10 %) of the *training* images is held out as
+validation data: it is scored after every epoch for the learning curve, while
+the test images are only used once, for the final accuracy.
 
 ``--out DIR`` writes the trained model (``DIR/model.npz``, see
 :meth:`nncore.CNN.save`), the learning curve (``DIR/learning_curve.png``:
@@ -25,13 +27,26 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from backends import get_backend
+
 from . import CNN, RELU, Adam, CostCrossEntropy, distributed, softmax
-from .datasets import load_digits, load_mnist
+from .datasets import idx_dataset_name, load_digits, load_mnist
 
 DEFAULTS = {"digits": {"epochs": 30, "batch_size": 32}, "mnist": {"epochs": 10, "batch_size": 128}}
 
+#: ``--help``'s description: plain text (the module docstring is reStructuredText).
+DESCRIPTION = """\
+Train nncore's reference CNN and print its test accuracy and training throughput.
+Default data: scikit-learn's bundled 8x8 digits (no download), split 80/20 into
+training and test images. --data mnist --data-dir DIR reads a folder of the four
+IDX files (MNIST, or a data set in its format such as Fashion-MNIST) and trains a
+LeNet-like network; --data mnist alone downloads MNIST with scikit-learn's
+fetch_openml (cached in ~/scikit_learn_data). --val-fraction of the training images
+is held out and scored every epoch for the learning curve; the test images are
+used once, for the final accuracy."""
 
-def reference_cnn(backend="numpy", seed=2023, in_channels=1):
+
+def reference_cnn(backend=None, seed=2023, in_channels=1):
     """The reference network for 8x8 digits: two 3x3 convolutions, max pooling, two dense layers."""
     cnn = CNN(cost_func=CostCrossEntropy, scheduler=Adam(eta=1e-3, rho=0.9, rho2=0.999), seed=seed, backend=backend)
     cnn.add_Convolution2DLayer(in_channels, 16, 3, 3, act_func=RELU)
@@ -43,7 +58,7 @@ def reference_cnn(backend="numpy", seed=2023, in_channels=1):
     return cnn
 
 
-def mnist_cnn(backend="numpy", seed=2023, in_channels=1):
+def mnist_cnn(backend=None, seed=2023, in_channels=1):
     """A LeNet-like network for 28x28 images (the benchmarks' workload B).
 
     3x3 conv into 16 maps, 2x2 max pool, 3x3 conv into 32 maps, 2x2 max pool,
@@ -110,12 +125,17 @@ def write_scores(scores, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m nncore", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default=None, help="numpy (default), cupy, auto or array_api_strict")
+    parser = argparse.ArgumentParser(prog="python -m nncore", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", default=None,
+                        help="numpy, cupy, auto or array_api_strict; default: the environment variable "
+                             "NNCORE_BACKEND if set, else numpy")
     parser.add_argument("--data", choices=sorted(DEFAULTS), default="digits",
-                        help="digits (default: scikit-learn's bundled 8x8 digits) or mnist (28x28)")
+                        help="digits (default: scikit-learn's bundled 8x8 digits) or mnist (28x28 IDX files)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="with --data mnist: folder of the four MNIST IDX files (else OpenML, needs network)")
+                        help="with --data mnist: folder of the four IDX files of MNIST or a data set in its "
+                             "format such as Fashion-MNIST (without it MNIST is downloaded with scikit-learn's "
+                             "fetch_openml, which needs the network once and then caches it)")
     parser.add_argument("--epochs", type=int, default=None, help="default 30 (digits) or 10 (mnist)")
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 (digits) or 128 (mnist)")
     parser.add_argument("--seed", type=int, default=2023)
@@ -131,6 +151,11 @@ def main(argv=None):
         parser.error("--data-dir is for --data mnist")
     epochs = args.epochs or DEFAULTS[args.data]["epochs"]
     batch_size = args.batch_size or DEFAULTS[args.data]["batch_size"]
+    try:  # before any data is read: a misspelt --backend or NNCORE_BACKEND, or CuPy without a GPU
+        backend = get_backend(args.backend)
+    except (ValueError, ImportError, RuntimeError) as exc:
+        print(f"python -m nncore: {exc}", file=sys.stderr)
+        return 2
     comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
     is_root = distributed.root_prints_only(comm)
 
@@ -138,13 +163,13 @@ def main(argv=None):
         try:
             X_train, t_train, X_test, t_test = load_mnist(args.data_dir)
         except (OSError, ValueError) as exc:  # FileNotFoundError is an OSError
-            print(f"python -m nncore: cannot load MNIST: {exc}", file=sys.stderr)
+            print(f"python -m nncore: cannot load MNIST (or the IDX data in --data-dir): {exc}", file=sys.stderr)
             return 2
-        cnn = mnist_cnn(args.backend, args.seed, X_train.shape[1])
-        name = "MNIST images"
+        cnn = mnist_cnn(backend, args.seed, X_train.shape[1])
+        name = f"{idx_dataset_name(args.data_dir)} images"
     else:
         X_train, X_test, t_train, t_test = digits_split(args.seed)
-        cnn = reference_cnn(args.backend, args.seed)
+        cnn = reference_cnn(backend, args.seed)
         name = "digits"
     X_fit, X_val, t_fit, t_val = validation_split(X_train, t_train, args.val_fraction, args.seed)
 
@@ -162,7 +187,7 @@ def main(argv=None):
         args.out.mkdir(parents=True, exist_ok=True)
         print(f"saved the model to {cnn.save(args.out / 'model.npz')}")
     if args.out is not None and is_root:
-        title = f"{'Reference CNN on 8x8 digits' if args.data == 'digits' else 'LeNet-like CNN on MNIST'}: " \
+        title = f"{'Reference CNN on 8x8 digits' if args.data == 'digits' else 'LeNet-like CNN on ' + name}: " \
                 f"{len(X_fit)} training, {len(X_val) if X_val is not None else 0} validation images"
         print(f"saved the learning curve to {plot_learning_curve(scores, title, args.out / 'learning_curve.png')} "
               f"and {write_scores(scores, args.out / 'learning_curve.csv')}")

@@ -2,18 +2,31 @@
 
 ``X`` and ``target`` have shape ``(n, k)``; costs are averaged over the ``n``
 samples. The returned function carries its analytic gradient with respect to
-``X`` as ``func.gradient(X)``. Probabilities are clipped to ``[eps, 1 - eps]``
-(``eps`` the dtype's machine epsilon, as Keras does) so that a saturated output
-gives a large but finite cost.
+``X`` as ``func.gradient(X)``. Integer and bool arrays (the notes call the
+costs on integer arrays) are computed in float64, as NumPy's arithmetic
+would; a float ``X`` keeps its dtype. Probabilities are clipped away from 0
+(and, for the binary cross entropy, from 1) by ``eps``, the dtype's machine
+epsilon, as Keras does, so that a saturated output gives a large but finite
+cost.
 """
 
 from . import activations
 from ._array import namespace
 
 
-def _clip(xp, X):
+def _operands(target, X):
+    """``(xp, t, X)``: integer or bool arrays as float64, an integer target in ``X``'s float dtype."""
+    xp = namespace(X)
+    if xp.isdtype(X.dtype, ("bool", "integral")):
+        X = xp.astype(X, xp.float64)
+    if xp.isdtype(target.dtype, ("bool", "integral")):
+        target = xp.astype(target, X.dtype)
+    return xp, target, X
+
+
+def _clip(xp, X, upper=True):
     eps = xp.finfo(X.dtype).eps
-    return xp.clip(X, eps, 1 - eps)
+    return xp.clip(X, eps, 1 - eps if upper else None)
 
 
 def CostOLS(target):
@@ -21,9 +34,14 @@ def CostOLS(target):
     n = target.shape[0]
 
     def func(X):
-        return namespace(X).sum((target - X) ** 2) / n
+        xp, t, X = _operands(target, X)
+        return xp.sum((t - X) ** 2) / n
 
-    func.gradient = lambda X: 2 * (X - target) / n
+    def gradient(X):
+        _, t, X = _operands(target, X)
+        return 2 * (X - t) / n
+
+    func.gradient = gradient
     return func
 
 
@@ -32,27 +50,32 @@ def CostLogReg(target):
     n = target.shape[0]
 
     def func(X):
-        xp = namespace(X)
+        xp, t, X = _operands(target, X)
         X = _clip(xp, X)
-        return -xp.sum(target * xp.log(X) + (1 - target) * xp.log(1 - X)) / n
+        return -xp.sum(t * xp.log(X) + (1 - t) * xp.log(1 - X)) / n
 
     def gradient(X):
-        X = _clip(namespace(X), X)
-        return (X - target) / (X * (1 - X)) / n
+        xp, t, X = _operands(target, X)
+        X = _clip(xp, X)
+        return (X - t) / (X * (1 - X)) / n
 
     func.gradient = gradient
     return func
 
 
 def CostCrossEntropy(target):
-    """Categorical cross entropy, ``-sum(t log X) / n``."""
+    """Categorical cross entropy, ``-sum(t log X) / n`` (``X`` clipped from below only: no log(1 - X) here)."""
     n = target.shape[0]
 
     def func(X):
-        xp = namespace(X)
-        return -xp.sum(target * xp.log(_clip(xp, X))) / n
+        xp, t, X = _operands(target, X)
+        return -xp.sum(t * xp.log(_clip(xp, X, upper=False))) / n
 
-    func.gradient = lambda X: -target / _clip(namespace(X), X) / n
+    def gradient(X):
+        xp, t, X = _operands(target, X)
+        return -t / _clip(xp, X, upper=False) / n
+
+    func.gradient = gradient
     return func
 
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import numbers
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from backends import to_numpy
 
-__all__ = ["onehot", "load_digits", "load_mnist"]
+__all__ = ["onehot", "load_digits", "load_mnist", "idx_dataset_name"]
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (n, rows, cols)
 IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (n,)
@@ -29,7 +31,12 @@ MNIST_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-_MNIST_TRAIN_SIZE = 60000  # OpenML's mnist_784 keeps the standard order: train, then test
+_MNIST_TRAIN_SIZE = 60000
+# Bounds on what an IDX header may declare (MNIST: 60000 images of 28x28, 47 MB); beyond
+# them a file is refused before its data is read.
+MAX_IDX_ITEMS = 10_000_000
+MAX_IDX_SIDE = 4096
+MAX_IDX_BYTES = 2**31  # OpenML's mnist_784 keeps the standard order: train, then test
 
 
 def onehot(labels, n_classes=None, dtype="float64"):
@@ -124,8 +131,10 @@ def load_mnist(path=None, *, dtype="float32", data_home=None):
         ``t10k-labels-idx1-ubyte``, each possibly gzipped (``.gz``) or with a
         dot before ``idx`` (``train-images.idx3-ubyte``, as on Kaggle). Any
         data set in this format works (e.g. Fashion-MNIST). If omitted, MNIST
-        is fetched with :func:`sklearn.datasets.fetch_openml`
-        (``"mnist_784"``), which caches it under ``data_home``.
+        is **downloaded** from OpenML with scikit-learn's
+        :func:`sklearn.datasets.fetch_openml` (``"mnist_784"``), which needs
+        the network the first time and then reads its cache under
+        ``data_home``.
     dtype : {"float32", "float64"}, default="float32"
     data_home : str or os.PathLike, optional
         scikit-learn's download cache folder (default ``~/scikit_learn_data``);
@@ -178,6 +187,18 @@ def load_mnist(path=None, *, dtype="float32", data_home=None):
     return tuple(result)
 
 
+def idx_dataset_name(folder, name=None):
+    """The name to show for the IDX files in ``folder``: ``name`` if given, else the folder's own name.
+
+    A folder called ``mnist`` (any case) is shown as ``"MNIST"``, and so is
+    ``folder=None`` (:func:`load_mnist` then downloads MNIST). Nothing looks
+    inside the files: the name is only as true as the folder's.
+    """
+    if name is None:
+        name = "mnist" if folder is None else Path(folder).resolve().name
+    return "MNIST" if name.lower() == "mnist" else name
+
+
 def _fetch_mnist(dtype, data_home):
     import sklearn.datasets
 
@@ -189,7 +210,8 @@ def _fetch_mnist(dtype, data_home):
         )
     except Exception as exc:  # no network, HTTP errors, a broken cache: all mean "no data"
         raise OSError(
-            f"could not download MNIST from OpenML ({type(exc).__name__}: {exc}); "
+            f"could not download MNIST from OpenML with scikit-learn's fetch_openml, which load_mnist() "
+            f"without a path uses (cache: {data_home or '~/scikit_learn_data'}) ({type(exc).__name__}: {exc}); "
             "check the network connection, or download the four IDX files "
             "(train-images-idx3-ubyte.gz, ...) and pass their folder: load_mnist(path)"
         ) from exc
@@ -211,32 +233,50 @@ def _find_idx(folder, name):
 
 
 def _read_idx(file, magic):
-    """Parse an IDX file of unsigned bytes: big-endian magic, one uint32 per dimension, data."""
-    try:
-        if file.suffix == ".gz":
-            with gzip.open(file, "rb") as f:
-                raw = f.read()
-        else:
-            raw = file.read_bytes()
-    except (OSError, EOFError) as exc:  # BadGzipFile is an OSError; a cut gzip stream raises EOFError
-        raise ValueError(f"cannot read {file.name}: {exc}") from exc
+    """Parse an IDX file of unsigned bytes: big-endian magic, one uint32 per dimension, data.
+
+    The header is read and checked first; the data read is then bounded by the
+    size it declares, so a small gzip file that would inflate to gigabytes is
+    refused after reading one byte past that size, not at its end.
+    """
     ndim = magic & 0xFF
     header = 4 * (1 + ndim)
-    if len(raw) < 4:
-        raise ValueError(f"{file.name} is truncated: {len(raw)} bytes, not even the 4-byte magic number")
-    found = int.from_bytes(raw[:4], "big")
+    try:
+        with gzip.open(file, "rb") if file.suffix == ".gz" else open(file, "rb") as stream:
+            head = stream.read(header)
+            shape = _idx_shape(file, head, magic)
+            size = math.prod(shape)
+            data = stream.read(size + 1)
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut stream raises EOFError
+        raise ValueError(f"cannot read {file.name}: {exc}") from exc
+    if len(data) < size:
+        raise ValueError(f"{file.name} is truncated: {header + len(data)} bytes, expected {header + size} "
+                         f"for shape {shape}")
+    if len(data) > size:
+        found = f"more than {header + size} bytes uncompressed" if file.suffix == ".gz" else \
+            f"{file.stat().st_size} bytes"
+        raise ValueError(f"{file.name} is too long: {found}, expected {header + size} for shape {shape}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
+def _idx_shape(file, head, magic):
+    """The shape declared by an IDX header ``head``, after checking its magic number and sizes."""
+    ndim = magic & 0xFF
+    if len(head) < 4:
+        raise ValueError(f"{file.name} is truncated: {len(head)} bytes, not even the 4-byte magic number")
+    found = int.from_bytes(head[:4], "big")
     if found != magic:
         raise ValueError(
             f"{file.name} has magic number 0x{found:08X}, expected 0x{magic:08X}; is it the right IDX file?"
         )
-    if len(raw) < header:
-        raise ValueError(f"{file.name} is truncated: {len(raw)} bytes, shorter than its {header}-byte header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape))
-    if len(raw) != expected:
-        problem = "truncated" if len(raw) < expected else "too long"
-        raise ValueError(f"{file.name} is {problem}: {len(raw)} bytes, expected {expected} for shape {shape}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    if len(head) < 4 * (1 + ndim):
+        raise ValueError(f"{file.name} is truncated: {len(head)} bytes, shorter than its {4 * (1 + ndim)}-byte header")
+    shape = tuple(int.from_bytes(head[4 * i:4 * i + 4], "big") for i in range(1, ndim + 1))
+    if shape[0] > MAX_IDX_ITEMS or any(side > MAX_IDX_SIDE for side in shape[1:]) \
+            or math.prod(shape) > MAX_IDX_BYTES:
+        raise ValueError(f"{file.name} declares shape {shape}: more than {MAX_IDX_ITEMS:,} items, a side over "
+                         f"{MAX_IDX_SIDE} pixels or more than {MAX_IDX_BYTES:,} bytes of data; refusing to read it")
+    return shape
 
 
 def _float_dtype(dtype):

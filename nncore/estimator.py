@@ -1,60 +1,29 @@
 """scikit-learn estimators around :class:`nncore.CNN`: ``CNNClassifier`` and ``CNNRegressor``.
 
-They follow scikit-learn's estimator rules, so a CNN plugs into
-``GridSearchCV``, ``cross_val_score``, ``Pipeline`` and ``clone``::
+They follow scikit-learn's estimator rules (``GridSearchCV``, ``Pipeline``,
+``clone``, ...): every constructor argument is stored unchanged, and ``fit``
+checks them and builds a fresh :class:`~nncore.CNN` each time.
 
-    from sklearn.model_selection import GridSearchCV
-    from nncore.estimator import CNNClassifier
+``X`` may be ``(n, c, h, w)`` images (``(n, h, w, c)`` with
+``data_format="channels_last"``), ``(n, h, w)`` one-channel images, or flat
+rows ``(n, features)``: a square number of features is one square channel (64
+-> 1x8x8 for scikit-learn's digits), any other number ``N`` a 1x1xN image, so
+any table works; ``image_shape`` says otherwise.
 
-    search = GridSearchCV(CNNClassifier(epochs=20, seed=0),
-                          {"eta": [1e-4, 1e-3, 1e-2], "lam": [1e-5, 1e-3, 1e-1]}, cv=3)
-    search.fit(X, y)          # X: (n, 1, 8, 8) images or (n, 64) flat; y: labels
+``layers`` lists the hidden layers; the output layer is added (softmax with
+cross entropy, or identity with squared error). Each entry is a name from the
+layer registry (:data:`nncore.layers.LAYERS`: ``"conv"``, ``"pool"``,
+``"flatten"``, ``"dense"``, their aliases, or a layer you registered), alone
+or with keyword arguments, e.g. :data:`DEFAULT_LAYERS`::
 
-Every constructor argument is stored unchanged; nothing is checked or built
-until ``fit``, which builds a fresh :class:`~nncore.CNN` each time.
+    [("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
+     ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
+     "flatten", ("dense", {"nodes": 64, "act_func": "relu"})]
 
-The architecture: ``layers``
-----------------------------
-``layers`` lists the hidden layers in order; the estimator adds the output
-layer itself (softmax over ``len(classes_)`` nodes with cross entropy for the
-classifier, ``n_outputs_`` identity nodes with squared error for the
-regressor). Each entry is a kind, alone or with the keyword arguments of the
-matching ``CNN.add_*`` method::
-
-    layers = [
-        ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
-        ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
-        "flatten",
-        ("dense", {"nodes": 64, "act_func": "relu"}),
-    ]
-
-=========== =========================================== ====================================
-kind        keyword arguments of                        notes
-=========== =========================================== ====================================
-``conv``    ``CNN.add_Convolution2DLayer``              ``input_channels`` may be left out:
-                                                        it is the image's channels or the
-                                                        previous conv's ``feature_maps``
-``pool``    ``CNN.add_PoolingLayer``
-``flatten`` (none)                                      added automatically before the
-                                                        first ``dense`` after image layers
-``dense``   ``CNN.add_FullyConnectedLayer``             ``nodes`` is required
-=========== =========================================== ====================================
-
-Activations may be given by name (``"relu"``, ``"lrelu"``, ``"sigmoid"``,
-``"tanh"``, ``"identity"``) or as the functions themselves. ``layers=None``
-uses :data:`DEFAULT_LAYERS` (the layers above), leaving the pooling layer out
-for images smaller than 2x2.
-
-The input: images, flat rows, or tabular data
----------------------------------------------
-``X`` may be ``(n, channels, height, width)`` images, ``(n, height, width)``
-single-channel images, or flat rows ``(n, features)``. Flat rows are reshaped
-(C order, as ``numpy.reshape``) to ``(n, *image_shape)``; without
-``image_shape`` a square number of features is read as one square channel
-(64 -> 1x8x8 for scikit-learn's digits, 784 -> 1x28x28 for MNIST) and any
-other number is an error. ``image_shape=(1, 1, -1)`` (one ``-1`` is inferred,
-as in ``numpy.reshape``) reads any table as one-row images. When
-``image_shape`` is given, every ``X`` is reshaped to it, whatever its rank.
+nncore's own layers take the arguments and defaults of the course's
+``CNN.add_*`` methods (``nodes`` required); a conv's ``input_channels`` may be
+left out, and a flatten layer is added before the first dense layer after
+image layers. Other registered layers are added with ``CNN.add(name, **kw)``.
 """
 
 from __future__ import annotations
@@ -71,14 +40,16 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 from backends import backend_of, to_numpy
 
 from . import activations
+from ._array import namespace
 from .costs import CostCrossEntropy, CostOLS
+from .layers import Convolution2DLayer, FlattenLayer, FullyConnectedLayer, OutputLayer, Pooling2DLayer, layer_class
 from .network import CNN
-from .schedulers import Adagrad, AdagradMomentum, Adam, Constant, Momentum, RMS_prop, Scheduler
+from .schedulers import SCHEDULERS, Scheduler
+from .validation import check_non_negative_number
 
-__all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULERS"]
+__all__ = ["CNNClassifier", "CNNRegressor", "DEFAULT_LAYERS", "SCHEDULER_NAMES"]
 
-#: The architecture used when ``layers`` is None (the pooling layer is left
-#: out for images smaller than 2x2).
+#: The architecture used when ``layers`` is None (no pooling for images smaller than 2x2).
 DEFAULT_LAYERS = (
     ("conv", {"feature_maps": 16, "kernel_height": 3, "kernel_width": 3, "act_func": "relu"}),
     ("pool", {"kernel_height": 2, "kernel_width": 2, "v_stride": 2, "h_stride": 2}),
@@ -86,21 +57,21 @@ DEFAULT_LAYERS = (
     ("dense", {"nodes": 64, "act_func": "relu"}),
 )
 
-#: Scheduler names accepted by ``scheduler=``, with the settings used besides ``eta``.
-SCHEDULERS = {
-    "adam": lambda eta: Adam(eta, rho=0.9, rho2=0.999),
-    "constant": lambda eta: Constant(eta),
-    "sgd": lambda eta: Constant(eta),
-    "momentum": lambda eta: Momentum(eta, momentum=0.9),
-    "adagrad": lambda eta: Adagrad(eta),
-    "adagrad_momentum": lambda eta: AdagradMomentum(eta, momentum=0.9),
-    "rms_prop": lambda eta: RMS_prop(eta, rho=0.9),
-    "rmsprop": lambda eta: RMS_prop(eta, rho=0.9),
-}
+# The settings besides ``eta`` that a scheduler given by name gets.
+_SETTINGS = {"Adam": {"rho": 0.9, "rho2": 0.999}, "Momentum": {"momentum": 0.9},
+             "AdagradMomentum": {"momentum": 0.9}, "RMS_prop": {"rho": 0.9}}
+#: ``scheduler=`` names: ``{name: (class name in nncore.schedulers.SCHEDULERS, settings)}``, each
+#: class by its lower-cased name plus the aliases "sgd", "rmsprop" and "adagrad_momentum".
+SCHEDULER_NAMES = {name.lower(): (name, _SETTINGS.get(name, {})) for name in SCHEDULERS}
+SCHEDULER_NAMES.update(sgd=SCHEDULER_NAMES["constant"], rmsprop=SCHEDULER_NAMES["rms_prop"],
+                       adagrad_momentum=SCHEDULER_NAMES["adagradmomentum"])
 DEFAULT_ETA = 1e-3
+DATA_FORMATS = ("channels_first", "channels_last")
 
-_KINDS = {"conv": "conv", "conv2d": "conv", "pool": "pool", "pooling": "pool", "flatten": "flatten",
-          "dense": "dense", "fc": "dense", "fully_connected": "dense"}
+# nncore's layers are added through the course's methods, whose defaults the descriptions rely on.
+_COURSE_ADD = {Convolution2DLayer: "add_Convolution2DLayer", Pooling2DLayer: "add_PoolingLayer",
+               FlattenLayer: "add_FlattenLayer", FullyConnectedLayer: "add_FullyConnectedLayer"}
+_TYPICAL_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what a channels-last image's last axis usually holds
 
 
 class _CNNEstimator(BaseEstimator):
@@ -109,17 +80,19 @@ class _CNNEstimator(BaseEstimator):
     _output_func = None  # set by subclasses
     _cost_func = None
 
-    def __init__(self, layers=None, *, image_shape=None, eta=None, lam=0.0, epochs=30, batch_size=32,
-                 scheduler="adam", backend="numpy", seed=None, dtype="float32", shuffle=True, verbose=False):
+    def __init__(self, layers=None, *, image_shape=None, data_format=None, eta=None, lam=0.0, epochs=30,
+                 batch_size=32, scheduler="adam", backend=None, random_state=None, dtype=None, shuffle=True,
+                 verbose=False):
         self.layers = layers
         self.image_shape = image_shape
+        self.data_format = data_format
         self.eta = eta
         self.lam = lam
         self.epochs = epochs
         self.batch_size = batch_size
         self.scheduler = scheduler
         self.backend = backend
-        self.seed = seed
+        self.random_state = random_state
         self.dtype = dtype
         self.shuffle = shuffle
         self.verbose = verbose
@@ -129,100 +102,98 @@ class _CNNEstimator(BaseEstimator):
     def _images(self, X, reset):
         """``X`` as ``(n, c, h, w)`` images (NumPy, or the array's own library for CuPy etc.)."""
         name = type(self).__name__
+        channels_last = _channels_last(self.data_format, name)
         if backend_of(X).name == "numpy":
-            # Convert once, to the model's float type (an invalid dtype is reported by CNN below).
+            # Convert once, to the model's float type (an invalid dtype is reported by CNN below);
+            # with dtype=None float32 stays float32 and anything else becomes float64.
             dtypes = [np.float32, np.float64] if "32" in str(self.dtype) else [np.float64, np.float32]
             X = check_array(X, allow_nd=True, dtype=dtypes, estimator=self)
-            reshape = np.reshape
+            xp = np
         else:  # CuPy or array_api_strict arrays stay where they are; the CNN checks their values.
-            import array_api_compat
-
-            reshape = array_api_compat.array_namespace(X).reshape
+            xp = namespace(X)
             if X.ndim < 2:
                 raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
         n = X.shape[0]
         if self.image_shape is not None:
             shape = _image_shape(self.image_shape, math.prod(X.shape[1:]), name)
+            X = xp.reshape(X, (n, *shape))
+            if channels_last:
+                X = xp.moveaxis(X, -1, 1)
         elif X.ndim == 4:
-            shape = tuple(X.shape[1:])
+            if channels_last:
+                X = xp.moveaxis(X, -1, 1)
+            elif self.data_format is None:
+                _refuse_channels_last(X.shape, name)
         elif X.ndim == 3:
-            shape = (1, *X.shape[1:])
+            X = xp.reshape(X, (n, 1, *X.shape[1:]))
         elif X.ndim == 2:
             side = math.isqrt(X.shape[1])
-            if side * side != X.shape[1]:
-                raise ValueError(
-                    f"{name}: X has {X.shape[1]} features per row, which is not a square image; pass "
-                    f"image_shape=(channels, height, width), e.g. image_shape=(1, 1, -1) for tabular data"
-                )
-            shape = (1, side, side)
+            X = xp.reshape(X, (n, 1, side, side) if side * side == X.shape[1] else (n, 1, 1, X.shape[1]))
         else:
-            raise ValueError(f"{name}: X must be 2-D (n, features), 3-D (n, h, w) or 4-D (n, c, h, w), "
+            raise ValueError(f"{name}: X must be 2-D (n, features), 3-D (n, h, w) or 4-D images, "
                              f"got shape {tuple(X.shape)}")
+        shape = tuple(X.shape[1:])
         if reset:
             self.image_shape_ = shape
             self.n_features_in_ = math.prod(shape)
         else:
-            features = math.prod(X.shape[1:])
+            features = math.prod(shape)
             if features != self.n_features_in_:
                 raise ValueError(f"X has {features} features, but {name} is expecting {self.n_features_in_} "
                                  f"features as input (images of shape {self.image_shape_})")
             if shape != self.image_shape_:
                 raise ValueError(f"{name}: X holds images of shape {shape}, but it was fitted on images of "
                                  f"shape {self.image_shape_}")
-        return reshape(X, (n, *shape))
+        return X
 
     # ---- building ----------------------------------------------------------------------
 
     def _scheduler(self):
         name = type(self).__name__
         eta = self.eta
-        if eta is not None and (isinstance(eta, bool) or not isinstance(eta, numbers.Real)
-                                or not math.isfinite(eta) or eta <= 0):
-            raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
+        if eta is not None:
+            if isinstance(eta, bool) or not isinstance(eta, numbers.Real):
+                raise TypeError(f"{name}: eta must be a positive number or None, got {type(eta).__name__} {eta!r}")
+            if not math.isfinite(eta) or eta <= 0:
+                raise ValueError(f"{name}: eta must be a positive number or None, got {eta!r}")
         if isinstance(self.scheduler, Scheduler):
             scheduler = self.scheduler.fresh()
             if eta is not None:
                 scheduler.eta = float(eta)
             return scheduler
-        if isinstance(self.scheduler, str) and self.scheduler.lower() in SCHEDULERS:
-            return SCHEDULERS[self.scheduler.lower()](DEFAULT_ETA if eta is None else float(eta))
-        raise ValueError(f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULERS)}, "
-                         f"got {self.scheduler!r}")
+        key = self.scheduler.lower() if isinstance(self.scheduler, str) else None
+        if key not in SCHEDULER_NAMES:  # an unknown name is a ValueError, anything else a TypeError
+            raise (ValueError if key else TypeError)(
+                f"{name}: scheduler must be a Scheduler instance or one of {sorted(SCHEDULER_NAMES)}, "
+                f"got {type(self.scheduler).__name__} {self.scheduler!r}")
+        class_name, settings = SCHEDULER_NAMES[key]
+        return SCHEDULERS[class_name](DEFAULT_ETA if eta is None else float(eta), **settings)
 
-    def _build_cnn(self, n_outputs):
+    def _build_cnn(self, n_outputs, dtype):
         """A fresh, unbuilt CNN for images of shape ``self.image_shape_`` with ``n_outputs`` output nodes."""
         name = type(self).__name__
-        lam = self.lam
-        if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam) or lam < 0:
-            raise ValueError(f"{name}: lam must be a non-negative number, got {lam!r}")
-        cnn = CNN(cost_func=self._cost_func, scheduler=self._scheduler(), seed=self.seed,
-                  backend=self.backend, dtype=self.dtype)
+        check_non_negative_number(f"{name}: lam", self.lam)
+        cnn = CNN(cost_func=self._cost_func, scheduler=self._scheduler(), seed=_seed(self.random_state, name),
+                  backend=self.backend, dtype=dtype)
         channels, height, width = self.image_shape_
         default = self.layers is None
         flat = False
-        for index, (kind, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
-            where = f"{name}: layers[{index}] ({kind!r})"
+        for index, (kind, cls, kwargs) in enumerate(_parse_layers(DEFAULT_LAYERS if default else self.layers, name)):
+            if cls is Pooling2DLayer and default and min(height, width) < 2:
+                continue
+            if cls is Convolution2DLayer:
+                kwargs.setdefault("input_channels", channels)
+                channels = kwargs.get("feature_maps", 1)
+            if cls is FullyConnectedLayer and not flat:
+                cnn.add_FlattenLayer()
+            flat = flat or cls in (FlattenLayer, FullyConnectedLayer)
             try:
-                if kind == "conv":
-                    kwargs.setdefault("input_channels", channels)
-                    cnn.add_Convolution2DLayer(**kwargs)
-                    channels = kwargs.get("feature_maps", 1)
-                elif kind == "pool":
-                    if default and min(height, width) < 2:
-                        continue
-                    cnn.add_PoolingLayer(**kwargs)
-                elif kind == "flatten":
-                    cnn.add_FlattenLayer(**kwargs)
-                    flat = True
+                if cls in _COURSE_ADD:
+                    getattr(cnn, _COURSE_ADD[cls])(**kwargs)
                 else:
-                    if not flat:
-                        cnn.add_FlattenLayer()
-                    flat = True
-                    cnn.add_FullyConnectedLayer(**kwargs)
-            except TypeError as exc:
-                raise ValueError(f"{where}: {exc}") from exc
-            except ValueError as exc:
-                raise ValueError(f"{where}: {exc}") from exc
+                    cnn.add(kind, **kwargs)
+            except (TypeError, ValueError) as exc:  # the same type as CNN's own error, naming the entry
+                raise type(exc)(f"{name}: layers[{index}] ({kind!r}): {exc}") from exc
         if not flat:
             cnn.add_FlattenLayer()
         cnn.add_OutputLayer(n_outputs, self._output_func)
@@ -230,9 +201,11 @@ class _CNNEstimator(BaseEstimator):
 
     def _train(self, X, t):
         """Build a fresh CNN and train it on images ``X`` and 2-D targets ``t``."""
-        self.model_ = self._build_cnn(t.shape[1])
-        lam = float(self.lam)
-        self.history_ = self.model_.fit(X, t, epochs=self.epochs, lam=lam, batch_size=self.batch_size,
+        dtype = self.dtype
+        if dtype is None:  # scikit-learn's rule: float32 data stays float32, anything else is float64
+            dtype = "float32" if str(X.dtype).endswith("float32") else "float64"
+        self.model_ = self._build_cnn(t.shape[1], dtype)
+        self.history_ = self.model_.fit(X, t, epochs=self.epochs, lam=float(self.lam), batch_size=self.batch_size,
                                         shuffle=self.shuffle, verbose=self.verbose)
         return self
 
@@ -241,16 +214,10 @@ class _CNNEstimator(BaseEstimator):
         check_is_fitted(self, "model_")
         return to_numpy(self.model_.predict_proba(self._images(X, reset=False)))
 
-    # ---- scikit-learn plumbing ---------------------------------------------------------
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
-        tags.non_deterministic = self.seed is None
         return tags
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"non_deterministic": self.seed is None}
 
 
 class CNNClassifier(ClassifierMixin, _CNNEstimator):
@@ -259,32 +226,36 @@ class CNNClassifier(ClassifierMixin, _CNNEstimator):
     Parameters
     ----------
     layers : list, optional
-        The hidden layers, as described in :mod:`nncore.estimator`; the softmax
-        output layer is added. Default :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU,
-        max-pool 2x2 stride 2, flatten, dense 64 ReLU.
+        The hidden layers, as described in :mod:`nncore.estimator`. Default
+        :data:`DEFAULT_LAYERS`: conv 16@3x3 ReLU, max-pool 2x2 stride 2, dense 64 ReLU.
     image_shape : tuple of 3 ints, optional
-        ``(channels, height, width)`` to reshape every ``X`` to (one entry may
-        be -1). Default: 4-D ``X`` as is, 3-D ``X`` gets one channel, flat
-        ``X`` with a square number of features becomes one square channel.
+        ``(channels, height, width)``, or ``(height, width, channels)`` with
+        ``data_format="channels_last"``, to reshape every ``X`` to (C order;
+        one entry may be -1). Default: see :mod:`nncore.estimator`.
+    data_format : {"channels_first", "channels_last"}, optional
+        The axis order of 4-D ``X`` and of ``image_shape`` (Keras' names).
+        Default None: channels-first, refusing 4-D input that looks
+        channels-last (1, 3 or 4 in the last axis, not in the second).
     eta : float, optional
-        Learning rate. Default: the ``scheduler`` instance's own ``eta``, or
-        1e-3 with a scheduler name.
+        Learning rate; default: the ``scheduler`` instance's own, or 1e-3.
     lam : float, default=0.0
         L2 penalty on all weights (not biases), as in ``CNN.fit``.
     epochs : int, default=30
     batch_size : int, default=32
-        Samples per minibatch.
     scheduler : str or Scheduler, default="adam"
-        A name from :data:`SCHEDULERS` (``"adam"``, ``"sgd"``, ``"momentum"``,
-        ``"adagrad"``, ``"rms_prop"``, ...) or an instance such as
-        ``Adam(1e-3, 0.9, 0.999)``; an instance is copied for each fit and its
-        ``eta`` replaced by ``eta`` when that is given.
-    backend : str, default="numpy"
-        ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"`` (a name,
-        so that ``clone`` can copy it).
-    seed : int, optional
-        Seeds the initial weights and the shuffling; ``None`` differs per fit.
-    dtype : {"float32", "float64"}, default="float32"
+        A name from :data:`SCHEDULER_NAMES` (``"adam"``, ``"sgd"``, ``"momentum"``,
+        ...) or an instance such as ``Adam(1e-3, 0.9, 0.999)``, copied for each
+        fit (its ``eta`` replaced by ``eta`` when that is given).
+    backend : str, optional
+        ``"numpy"``, ``"cupy"``, ``"auto"`` or ``"array_api_strict"``. Default
+        None: the environment variable ``NNCORE_BACKEND`` if set, else NumPy.
+    random_state : int, numpy.random.RandomState, numpy.random.Generator or None
+        Seeds the initial weights and the shuffling. An int gives the same model
+        on every fit (the weights of ``CNN(seed=random_state)``); a generator is
+        drawn from, so successive fits differ; None differs per fit.
+    dtype : {"float32", "float64"}, optional
+        Default None: float32 for float32 ``X``, else float64, as scikit-learn
+        does (float64 predictions do not depend on the batch in the last bit).
     shuffle : bool, default=True
         Reshuffle the training samples every epoch.
     verbose : bool, default=False
@@ -384,7 +355,7 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6
-        return {**super()._more_tags(), "multioutput": True}
+        return {"multioutput": True}
 
     def predict(self, X):
         """Predicted targets, shape (n,) or (n, n_outputs) like the ``y`` given to ``fit``."""
@@ -392,34 +363,66 @@ class CNNRegressor(RegressorMixin, _CNNEstimator):
         return out[:, 0] if self._y_1d else out
 
 
-# ---- helpers ---------------------------------------------------------------------------
-
-
 def _parse_layers(layers, name):
-    """``[(kind, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
+    """``[(name, layer class, kwargs), ...]`` from the ``layers`` description (kwargs are fresh dicts)."""
     if isinstance(layers, (str, dict)) or not hasattr(layers, "__iter__"):
-        raise ValueError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
-                         f"got {layers!r}")
+        raise TypeError(f"{name}: layers must be a list such as [('conv', {{...}}), ('dense', {{'nodes': 64}})], "
+                        f"got {layers!r}")
     parsed = []
     for index, entry in enumerate(layers):
-        if isinstance(entry, str):
-            entry = (entry,)
+        entry = (entry,) if isinstance(entry, str) else entry
         if not isinstance(entry, (tuple, list)) or not 1 <= len(entry) <= 2:
-            raise ValueError(f"{name}: layers[{index}] must be a kind such as 'flatten' or a pair "
-                             f"(kind, {{keyword arguments}}), got {entry!r}")
-        kind = entry[0]
-        kwargs = entry[1] if len(entry) == 2 else {}
-        if not isinstance(kind, str) or kind.lower() not in _KINDS:
-            raise ValueError(f"{name}: layers[{index}] has unknown kind {kind!r}; use one of "
-                             f"'conv', 'pool', 'flatten', 'dense' (the output layer is added for you)")
+            raise TypeError(f"{name}: layers[{index}] must be a layer name such as 'flatten' or a pair "
+                            f"(name, {{keyword arguments}}), got {entry!r}")
+        kind, kwargs = entry[0], (entry[1] if len(entry) == 2 else {})
+        try:
+            cls = layer_class(kind)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{name}: layers[{index}] has unknown kind {kind!r}: {exc}") from None
+        if issubclass(cls, OutputLayer):
+            raise ValueError(f"{name}: layers[{index}] is an output layer; the estimator adds it for you")
         if not isinstance(kwargs, dict):
-            raise ValueError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
-        kind = _KINDS[kind.lower()]
-        if kind == "dense" and "nodes" not in kwargs:
-            raise ValueError(f"{name}: layers[{index}] ('dense') needs the number of nodes, e.g. "
+            raise TypeError(f"{name}: layers[{index}] options must be a dict of keyword arguments, got {kwargs!r}")
+        if cls is FullyConnectedLayer and "nodes" not in kwargs:
+            raise ValueError(f"{name}: layers[{index}] ({kind!r}) needs the number of nodes, e.g. "
                              "('dense', {'nodes': 64})")
-        parsed.append((kind, dict(kwargs)))
+        parsed.append((kind, cls, dict(kwargs)))
     return parsed
+
+
+def _channels_last(data_format, name):
+    """Whether ``data_format`` says ``(n, h, w, c)``; None and "channels_first" say ``(n, c, h, w)``."""
+    if data_format is None or data_format in DATA_FORMATS:
+        return data_format == "channels_last"
+    raise (ValueError if isinstance(data_format, str) else TypeError)(
+        f"{name}: data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+
+
+def _refuse_channels_last(shape, name):
+    """Refuse 4-D ``shape`` that reads as ``(n, h, w, c)`` rather than ``(n, c, h, w)``."""
+    _, first, height, last = shape
+    if last in _TYPICAL_CHANNELS and first not in _TYPICAL_CHANNELS:
+        raise ValueError(
+            f"{name}: X has shape {tuple(shape)}, which looks channels-last (n, h, w, c) with {last} channel(s); "
+            f"channels-first (n, c, h, w) expected; use np.moveaxis(X, -1, 1), or pass "
+            f"data_format='channels_last' (data_format='channels_first' reads it as {first} channels "
+            f"of {height}x{last} images)")
+
+
+def _seed(random_state, name):
+    """``random_state`` as the CNN's seed: None, the int itself, or an int drawn from the generator."""
+    if random_state is None:
+        return None
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state < 2**32:
+            raise ValueError(f"{name}: random_state must be in [0, 2**32), got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(np.iinfo(np.int32).max))
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(np.iinfo(np.int32).max))
+    raise TypeError(f"{name}: random_state must be None, an int, a numpy RandomState or Generator, "
+                    f"got {type(random_state).__name__} {random_state!r}")
 
 
 def _require_y(estimator, y):
@@ -428,20 +431,18 @@ def _require_y(estimator, y):
 
 
 def _image_shape(image_shape, features, name):
-    """``image_shape`` with its -1 resolved for ``features`` values per sample."""
+    """``image_shape`` with its -1 resolved for ``features`` values per sample, as ``numpy.reshape`` does."""
     try:
         shape = tuple(int(s) for s in image_shape)
     except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+        shape = ()
+    if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
         raise ValueError(f"{name}: image_shape must be (channels, height, width) with positive ints and at most "
                          f"one -1, got {image_shape!r}")
     known = math.prod(s for s in shape if s != -1)
-    if -1 in shape:
-        if features % known:
-            raise ValueError(f"{name}: cannot read {features} features per sample as images of shape {shape}")
+    if -1 in shape and features % known == 0:
         shape = tuple(features // known if s == -1 else s for s in shape)
     if math.prod(shape) != features:
         raise ValueError(f"{name}: X has {features} features per sample, but image_shape={tuple(image_shape)} "
-                         f"needs {math.prod(shape)}")
+                         f"needs {'a multiple of ' if -1 in shape else ''}{known}")
     return shape

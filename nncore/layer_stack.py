@@ -76,7 +76,7 @@ class LayerStack:
         """
         if not isinstance(layer, Layer):
             raise TypeError(f"add_layer: expected a Layer such as Convolution2DLayer(...), got {type(layer).__name__}")
-        self._check_not_finished(f"add_{type(layer).__name__}" if type(layer).__name__ in _COURSE_NAMES
+        self._check_not_finished(f"add_{type(layer).__name__}" if type(layer).__name__ in COURSE_NAMES
                                  else "add_layer")
         if layer.params and layer.scheduler is None:
             layer.scheduler = self.scheduler
@@ -99,7 +99,7 @@ class LayerStack:
             prefix = f"{cls.__name__}: "
             if message.startswith(prefix):
                 message = message[len(prefix):]
-            raise type(exc)(f"add_{_COURSE_NAMES[cls.__name__]}: layer {len(self.layers)} ({cls.__name__}): "
+            raise type(exc)(f"add_{COURSE_NAMES[cls.__name__]}: layer {len(self.layers)} ({cls.__name__}): "
                             f"{message}") from None
 
     def _check_not_finished(self, method):
@@ -133,6 +133,6 @@ class LayerStack:
                              f"{last.label}; end it with add_OutputLayer(nodes, output_func)")
 
 
-_COURSE_NAMES = {"Convolution2DLayer": "Convolution2DLayer", "Pooling2DLayer": "PoolingLayer",
+COURSE_NAMES = {"Convolution2DLayer": "Convolution2DLayer", "Pooling2DLayer": "PoolingLayer",
                  "FlattenLayer": "FlattenLayer", "FullyConnectedLayer": "FullyConnectedLayer",
                  "OutputLayer": "OutputLayer"}

@@ -11,7 +11,7 @@ files) is :mod:`nncore.io`; this module knows the model. Format version 1::
      "input_shape": [1, 28, 28],                   # null: never built (no arrays stored)
      "rng": {"init": <PCG64 state>, "shuffle": <PCG64 state>},
      "layers": [
-       {"type": "Convolution2DLayer",              # a registered layer name (nncore.layers.LAYERS)
+       {"type": "Convolution2DLayer",              # the class name, registered in nncore.layers.LAYERS
         "config": {...},                           # the layer's get_config()
         "scheduler": null,                         # or {"name", "config"}: the layer's own scheduler
         "params": {"kernel": "param.0.kernel", "bias": "param.0.bias"},          # when built
@@ -32,7 +32,8 @@ from numbers import Integral, Real
 from backends import dtype_name, to_numpy
 
 from . import costs, io, schedulers
-from .layers import layer_class
+from .layer_stack import COURSE_NAMES
+from .layers import LAYERS, layer_class
 
 FORMAT = "nncore.CNN"
 FORMAT_VERSION = 1
@@ -76,14 +77,15 @@ def file_parts(model):
     arrays = {}
     for index, layer in enumerate(model.layers):
         where = f"layer {index} ({type(layer).__name__})"
-        if layer.layer_name is None or layer_class(layer.layer_name) is not type(layer):
+        kind = type(layer).__name__  # registered as an alias of every layer; files keep the class name
+        if layer.layer_name is None or layer_class(kind) is not type(layer):
             raise ValueError(f"save: {where} is not registered; register its class with "
                              "nncore.layers.register_layer(name) to save it (and before loading)")
         try:
             config = layer.get_config()
         except ValueError as exc:
-            raise ValueError(f"save: {where}: {exc}") from None
-        entry = {"type": layer.layer_name, "config": config}
+            raise ValueError(f"save: {where} {exc}") from None
+        entry = {"type": kind, "config": config}
         if layer.params:
             entry["scheduler"] = (None if layer.scheduler is model.scheduler
                                   else _scheduler_json(layer.scheduler, where))
@@ -117,13 +119,21 @@ def load(cls, path, backend):
 
 def _model_from(cls, archive, backend):
     meta = archive.metadata
-    _require(archive, meta, "", ("format", "dtype", "cost_func", "scheduler", "input_shape", "layers", "rng", "seed"))
-    if meta["format"] != FORMAT:
-        raise archive.error("format", f"is {meta['format']!r}, not {FORMAT!r}: not an nncore model file")
+    if not isinstance(meta, dict):
+        raise archive.error(None, "the metadata is not a JSON object")
+    if meta.get("format") != FORMAT:
+        raise archive.error(None, f"its metadata says format {meta.get('format')!r}, not {FORMAT!r}")
     version = meta.get("format_version")
-    if not (isinstance(version, int) and not isinstance(version, bool) and 1 <= version <= FORMAT_VERSION):
-        raise archive.error("format_version", f"is {version!r}; this nncore reads format versions 1 to "
-                            f"{FORMAT_VERSION} (a newer file needs a newer nncore)")
+    if not _is_count(version, 1):
+        raise archive.error("format_version", f"must be an int >= 1, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise archive.error(None, f"written by a newer nncore (file format version {version}, saved by nncore "
+                            f"{meta.get('nncore_version', '?')}); this nncore reads format versions up to "
+                            f"{FORMAT_VERSION}. Upgrade nncore to load it")
+    missing = [key for key in ("dtype", "cost_func", "scheduler", "input_shape", "layers", "rng", "seed")
+               if key not in meta]
+    if missing:
+        raise archive.error(None, f"the metadata lacks {missing}")
     if meta["dtype"] not in ("float32", "float64"):
         raise archive.error("dtype", f"must be 'float32' or 'float64', got {meta['dtype']!r}")
     cost = costs.COSTS.get(meta["cost_func"]) if isinstance(meta["cost_func"], str) else None
@@ -133,16 +143,17 @@ def _model_from(cls, archive, backend):
     if not (seed is None or _is_count(seed) or isinstance(seed, list) and len(seed) <= 64
             and all(_is_count(s) for s in seed)):
         raise archive.error("seed", f"must be null, an int >= 0 or a short list of them, got {seed!r}")
-    model = cls(cost_func=cost, scheduler=_scheduler_from(archive, meta["scheduler"], "scheduler"), seed=seed,
+    model = cls(cost_func=cost, scheduler=_scheduler_from(archive, meta["scheduler"], "the CNN"), seed=seed,
                 backend=backend, dtype=meta["dtype"])
     layers = meta["layers"]
     if not isinstance(layers, list):
         raise archive.error("layers", "must be a list")
     for index, entry in enumerate(layers):
+        layer = _layer_from(archive, entry, index)
         try:
-            model.add_layer(_layer_from(archive, entry, f"layers[{index}]"))
+            model.add_layer(layer)
         except ValueError as exc:
-            raise archive.error(f"layers[{index}]", str(exc)) from None
+            raise archive.error(f"layer {index} ({type(layer).__name__})", str(exc)) from None
     _set_rng(archive, model.init_rng, meta["rng"], "init")
     _set_rng(archive, model.shuffle_rng, meta["rng"], "shuffle")
     shape = meta["input_shape"]
@@ -154,80 +165,95 @@ def _model_from(cls, archive, backend):
     try:
         model.build(tuple(shape), init=False, method="load")  # shapes only: nothing is drawn or allocated
     except (TypeError, ValueError) as exc:
-        raise archive.error("input_shape", f"the layers cannot be built for {tuple(shape)}: {exc}") from None
+        raise archive.error(None, f"the layers cannot be built for input shape {tuple(shape)}: {exc}") from None
     _load_arrays(archive, model, layers)
     return model
 
 
-def _layer_from(archive, entry, where):
+def _layer_from(archive, entry, index):
+    """An unbuilt layer from its metadata entry (any registered type, by name)."""
     if not (isinstance(entry, dict) and isinstance(entry.get("type"), str) and isinstance(entry.get("config"), dict)):
-        raise archive.error(where, "must be an object with a 'type' string and a 'config' object")
+        raise archive.error(f"layer {index}", "malformed entry: needs a 'type' string and a 'config' object")
     try:
         cls = layer_class(entry["type"])
-    except ValueError as exc:
-        raise archive.error(f"{where}.type", str(exc)) from None
-    config = entry["config"]
+    except ValueError:
+        known = sorted({c.__name__ for c in LAYERS.values()})
+        raise archive.error(f"layer {index}", f"unknown layer type {entry['type']!r}; known: {known}") from None
+    where, config = f"layer {index} ({cls.__name__})", entry["config"]
     for key, value in config.items():
         if isinstance(value, Integral) and not isinstance(value, bool) and not 0 <= value <= MAX_SIZE:
-            raise archive.error(f"{where}.config.{key}", f"is {value}, outside [0, {MAX_SIZE}]")
-    own = entry.get("scheduler")
+            raise archive.error(f"{where} config {key!r}", f"is {value}, outside [0, {MAX_SIZE}]")
     try:
         layer = cls.from_config(config)
     except (TypeError, ValueError) as exc:
-        raise archive.error(f"{where}.config", f"cannot rebuild {cls.__name__}: {exc}") from None
+        raise archive.error(f"{where} cannot be rebuilt", f"{_add_method(cls)}: {where}: {exc}") from None
+    own = entry.get("scheduler")
     if own is not None and layer.params:
-        layer.scheduler = _scheduler_from(archive, own, f"{where}.scheduler")
+        layer.scheduler = _scheduler_from(archive, own, where)
     return layer
+
+
+def _add_method(cls):
+    """The CNN method that adds a ``cls`` (for messages in the words a user of the course API knows)."""
+    return f"add_{COURSE_NAMES[cls.__name__]}" if cls.__name__ in COURSE_NAMES else "add_layer"
 
 
 def _load_arrays(archive, model, layers):
     """Read every parameter and scheduler state array, each checked against the shape the layers imply."""
-    dtype = dtype_name(model.dtype)
-    expected, states = [], {}
+    dtype, names = dtype_name(model.dtype), archive.names()
+    expected, reads, states = [], [], {}
     for index, (layer, entry) in enumerate(zip(model.layers, layers)):
         if not layer.params:
             continue
-        where = f"layers[{index}]"
+        where = f"layer {index} ({type(layer).__name__})"
         params, optimizer = entry.get("params"), entry.get("optimizer")
         if not (isinstance(params, dict) and set(params) == set(layer.params)):
-            raise archive.error(f"{where}.params", f"must name the arrays of {list(layer.params)}, got {params!r}")
+            raise archive.error(where, f"expected parameters {list(layer.params)}, the file has {params!r}")
         if not (isinstance(optimizer, dict) and set(optimizer) == set(layer.params)):
-            raise archive.error(f"{where}.optimizer", f"must hold the state of {list(layer.params)}")
+            raise archive.error(where, f"expected scheduler state for {list(layer.params)}, the file has "
+                                f"{_short(optimizer)}")
         for name, shape in layer.param_shapes(layer.input_shape).items():
-            expected.append(params[name])
-            spec = optimizer[name]
-            template = _scheduler_from(archive, spec, f"{where}.optimizer.{name}")
-            state = spec.get("state")
-            if not (isinstance(state, dict) and set(state) == set(template.state_dict())):
-                raise archive.error(f"{where}.optimizer.{name}.state",
-                                    f"must have the keys {sorted(template.state_dict())}, got {state!r}")
-            states[(layer, name)] = state
+            field = f"{where} parameter {name!r}"
+            reads.append((layer, name, None, params[name], shape, field))
+            template = _scheduler_from(archive, optimizer[name], field)
+            state, keys = optimizer[name].get("state"), sorted(template.state_dict())
+            if not (isinstance(state, dict) and sorted(state) == keys):
+                raise archive.error(field, f"scheduler state {_short(state)}, expected the keys {keys}")
+            states[(layer, name)] = state = dict(state)
             for key, value in state.items():
+                what = f"{field} scheduler state {key!r}"
                 if isinstance(value, dict):
                     if set(value) != {"array"} or not isinstance(value["array"], str):
-                        raise archive.error(f"{where}.optimizer.{name}.state.{key}", "malformed array entry")
-                    expected.append(value["array"])
+                        raise archive.error(what, f"malformed entry {_short(value)}")
+                    reads.append((layer, name, key, value["array"], shape, what))
                 elif key == "t" and not _is_count(value, 0, schedulers.MAX_STEPS):
-                    raise archive.error(f"{where}.optimizer.{name}.state.t",
-                                        f"must be an int in [0, {schedulers.MAX_STEPS}], got {value!r}")
+                    raise archive.error(what, f"the step count must be an int >= 0, got {value!r}"
+                                        + (f" (at most {schedulers.MAX_STEPS})" if _is_count(value) else ""))
                 elif key != "t" and value is not None:
-                    raise archive.error(f"{where}.optimizer.{name}.state.{key}", f"unexpected value {value!r}")
+                    raise archive.error(what, f"unexpected value {_short(value)}")
+    for *_, member, _, field in reads:
+        if member not in names:
+            raise archive.error(field, f"the array {member!r} is missing")
+        expected.append(member)
     if len(set(expected)) != len(expected):
-        raise archive.error("layers", "two entries name the same array")
+        raise archive.error(None, "two entries name the same array")
     archive.expect_members(expected)
-    for layer in model.layers:
-        for name, shape in layer.param_shapes(layer.input_shape).items():
-            if (layer, name) in states:
-                key = layers[layer.position]["params"][name]
-                setattr(layer, name, model.backend.asarray(archive.array(key, shape, dtype), dtype=model.dtype))
-                for attr, value in states[(layer, name)].items():
-                    if isinstance(value, dict):
-                        states[(layer, name)][attr] = archive.array(value["array"], shape, dtype)
+    for layer, name, key, member, shape, field in reads:  # only now, with every header checked, read data
+        value = archive.array(member, shape, dtype, field=field)
+        if key is None:
+            setattr(layer, name, model.backend.asarray(value, dtype=model.dtype))
+        else:
+            states[(layer, name)][key] = value
     model.bind_parameters()
     try:
         model.parameters.load_parameter_states(states)
     except ValueError as exc:
-        raise archive.error("layers", str(exc)) from None
+        raise archive.error(None, str(exc)) from None
+
+
+def _short(value, limit=200):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- names, schedulers and generators --------------------------------------------------------
@@ -263,18 +289,18 @@ def _scheduler_json(scheduler, where):
 
 def _scheduler_from(archive, spec, where):
     if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("config"), dict)):
-        raise archive.error(where, "must be an object with a 'name' string and a 'config' object")
+        raise archive.error(where, "malformed scheduler entry: needs a 'name' string and a 'config' object")
     cls = schedulers.SCHEDULERS.get(spec["name"])
     if cls is None:
-        raise archive.error(f"{where}.name", f"unknown scheduler {spec['name']!r}; known: "
-                            f"{sorted(schedulers.SCHEDULERS)}")
+        raise archive.error(where, f"unknown scheduler {spec['name']!r}; known: {sorted(schedulers.SCHEDULERS)}")
     config = spec["config"]
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in config.values()):
-        raise archive.error(f"{where}.config", f"settings must be numbers, got {config!r}")
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool)
+               for k, v in config.items()):
+        raise archive.error(where, f"malformed scheduler config {_short(config)}: settings must be numbers")
     try:
         return cls(**config)
     except (TypeError, ValueError) as exc:
-        raise archive.error(f"{where}.config", f"cannot create {spec['name']}(**{config}): {exc}") from None
+        raise archive.error(where, f"cannot create {spec['name']}(**{_short(config)}): {exc}") from None
 
 
 def _rng_json(rng):
@@ -297,14 +323,6 @@ def _set_rng(archive, rng, spec, which):
         raise archive.error(field, "malformed PCG64 state")
     rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": inner["state"], "inc": inner["inc"]},
                                "has_uint32": state["has_uint32"], "uinteger": state["uinteger"]}
-
-
-def _require(archive, meta, where, keys):
-    if not isinstance(meta, dict):
-        raise archive.error(where or "metadata", "must be a JSON object")
-    missing = [key for key in keys if key not in meta]
-    if missing:
-        raise archive.error(where or "metadata", f"lacks {missing}")
 
 
 def _is_count(value, low=0, high=MAX_SIZE):

@@ -250,16 +250,19 @@ class CNN(LayerStack):
     def _hit_units(self):
         return self.output_layer.nodes if self.pred_format == "Binary" else 1
 
-    def _hits(self, output, target):
-        """Number of correct predictions (elements for binary outputs), as a device scalar."""
+    def _hits(self, output, target, total=True):
+        """Number of correct predictions (elements for binary outputs), as a device scalar.
+
+        ``total=False`` returns the flat boolean array of right answers instead (summed later).
+        """
         xp = self.backend.xp
         if self.pred_format == "Multi-class":
             right = xp.argmax(output, axis=1) == xp.argmax(target, axis=1)
         elif self.pred_format == "Binary":
-            right = (output > 0.5) == (target > 0.5)
+            right = xp.reshape((output > 0.5) == (target > 0.5), (-1,))
         else:
-            return 0.0
-        return xp.sum(xp.astype(right, self.dtype))
+            return 0.0 if total else None
+        return xp.sum(xp.astype(right, self.dtype)) if total else right
 
     def _evaluate(self, X, t):
         """``(cost, accuracy)`` of the network on device arrays ``X``, ``t``."""

@@ -70,10 +70,11 @@ class FlatParameters:
                 layer.schedulers = ParameterSchedulers(self, layer)
 
     def concat(self, arrays):
-        """One flat array from ``arrays`` (1-D ones are not reshaped: one operation fewer each)."""
+        """One flat array from ``arrays`` of any shapes, in one operation (``concat`` with ``axis=None``)."""
         xp = self.backend.xp
-        flat = [a if a.ndim == 1 else xp.reshape(a, (-1,)) for a in arrays]
-        return flat[0] if len(flat) == 1 else xp.concat(flat)
+        if len(arrays) == 1:
+            return arrays[0] if arrays[0].ndim == 1 else xp.reshape(arrays[0], (-1,))
+        return xp.concat(arrays, axis=None)
 
     def bind(self, flat):
         """Make ``flat`` the parameters: every layer's arrays become views of it."""
@@ -156,14 +157,18 @@ class FlatParameters:
 
     def group_of(self, layer):
         """The scheduler that updates ``layer``'s parameters."""
-        start = self._where(layer, layer.params[0])[0]
-        return next(scheduler for scheduler, begin, stop in self.groups if begin <= start < stop)
+        return self._group(self._where(layer, layer.params[0])[0])[0]
+
+    def _group(self, start):
+        """``(scheduler, group_start, group_stop)`` of the group holding flat index ``start``."""
+        return self.groups[bisect.bisect_right([begin for _, begin, _ in self.groups], start) - 1]
 
     def parameter_state(self, layer, name):
         """The scheduler state of one parameter: its slices of the group's arrays, and ``t``."""
         xp = self.backend.xp
-        scheduler, (start, stop, shape) = self.group_of(layer), self._where(layer, name)
-        return {key: xp.reshape(value[start:stop], shape) if _is_array(value) else value
+        start, stop, shape = self._where(layer, name)
+        scheduler, offset, _ = self._group(start)  # the group's state covers [offset, group stop)
+        return {key: xp.reshape(value[start - offset : stop - offset], shape) if _is_array(value) else value
                 for key, value in scheduler.state_dict().items()}
 
     def load_parameter_states(self, states):
@@ -230,6 +235,10 @@ class ParameterSchedulers(Mapping):
             view.load_state_dict(self._parameters.parameter_state(self._layer, name))
             self._views[name] = cached = (source, view)
         return cached[1]
+
+    def reset(self):
+        """Forget the state of the scheduler group this layer belongs to (see ``Layer.reset_schedulers``)."""
+        self._parameters.group_of(self._layer).reset()
 
     def __iter__(self):
         return iter(self._layer.params)

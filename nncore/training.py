@@ -18,12 +18,11 @@ and the scores. Guarantees, each tested:
 import contextlib
 import math
 import signal
-import sys
 import threading
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from .progress import message, progress_bar
 from .validation import check_non_negative_number, check_positive_int
 
 SCORE_KEYS = ("train_error", "train_acc", "val_error", "val_acc")
@@ -58,7 +57,7 @@ def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle,
     except KeyboardInterrupt:
         # Ctrl-C while the data are checked and moved: nothing was trained, nothing changed.
         if verbose:
-            print(f"fit: interrupted before epoch 1 of {epochs}; the model is unchanged", file=sys.stderr)
+            message(f"fit: interrupted before epoch 1 of {epochs}; the model is unchanged")
         return Scores(epochs).result()
     return trainer.run(epochs, verbose)
 
@@ -92,6 +91,7 @@ class Trainer:
         self.xp = model.backend.xp
         self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
         self.interrupted = False  # a deferred Ctrl-C (distributed training only)
+        self.failure = None  # a floating-point error in some process's share (distributed training only)
 
     def run(self, epochs, verbose):
         model, parallel = self.model, self.parallel
@@ -101,12 +101,14 @@ class Trainer:
         try:
             if parallel is not None:
                 self.synchronise_start()
-            bar = tqdm(total=epochs, disable=not verbose or (parallel is not None and not parallel.is_root),
-                       unit="epoch", dynamic_ncols=True)
+            bar = progress_bar(epochs, disable=not verbose or (parallel is not None and not parallel.is_root),
+                               unit="epoch", dynamic_ncols=True)
             last_good = model.parameters.snapshot(copy=True)
             with self.deferred_interrupts():
                 for epoch in range(epochs):
                     loss, accuracy, problem = self.train_epoch()
+                    if self.interrupted:
+                        raise KeyboardInterrupt  # deferred: the epoch was cut short, as in one process
                     if problem is None:
                         problem = self.divergence(loss)
                     if problem is not None:
@@ -116,12 +118,9 @@ class Trainer:
                     scores.record(epoch, loss, accuracy, *self.validation_scores())
                     bar.set_postfix(scores.postfix(epoch), refresh=False)
                     bar.update(1)
-                    if self.interrupted:
-                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             if verbose and (parallel is None or parallel.is_root):
-                message = f"fit: interrupted in epoch {epoch + 1} of {epochs}; keeping the weights learnt so far"
-                (tqdm.write if bar is not None else print)(message, file=sys.stderr)
+                message(f"fit: interrupted in epoch {epoch + 1} of {epochs}; keeping the weights learnt so far")
         except TrainingDivergedError:
             raise
         except Exception as exc:
@@ -142,34 +141,25 @@ class Trainer:
         model, xp, parallel = self.model, self.xp, self.parallel
         n = self.X.shape[0]
         order = model.backend.asarray(model.shuffle_rng.permutation(n)) if self.shuffle else None
-        loss_sum, hits = 0.0, 0.0  # device scalars: no host round trip per batch
+        losses, hits = [], []  # device scalars, summed once at the end of the epoch: no host round trip per batch
         before = None
         try:
             for start, stop in self.bounds:
                 if parallel is not None:
                     start, stop, weight = (*parallel.share(start, stop), (stop - start))
                 before = model.parameters.snapshot()  # references only: Ctrl-C mid-step rolls back to here
-                if stop > start:
-                    X_batch, t_batch = self.batch(order, start, stop)
-                    output = model._feedforward(X_batch, training=True)
-                    loss = model.cost_func(t_batch)(output)
-                    if self.start_loss is None and parallel is None:
-                        self.start_loss = float(loss)  # one host round trip per fit
-                    loss_sum = loss_sum + loss * (stop - start)
-                    hits = hits + model._hits(output, t_batch)
-                    model._backpropagate(t_batch)
-                    gradient = model.parameters.gradient()
-                else:
-                    gradient = xp.zeros(model.parameters.size, dtype=model.dtype, device=model.backend.device)
+                gradient = self.batch_gradient(order, start, stop, losses, hits)
                 if parallel is not None:
-                    gradient = self.reduce(gradient * ((stop - start) / weight))
+                    gradient = self.reduce(gradient, (stop - start) / weight)
+                    if self.failure is not None:  # on some process: every process stops here, unchanged
+                        raise FloatingPointError(self.failure)
                 model.parameters.step(gradient, self.lam)
                 before = None
                 if self.interrupted:
                     break
-            loss_sum, hits = float(loss_sum), float(hits)
+            loss_sum, hit_sum = self.epoch_totals(losses, hits)
             if parallel is not None:
-                loss_sum, hits = parallel.sum_floats([loss_sum, hits])
+                loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
                 if self.start_loss is None:
                     self.start_loss = loss_sum / n
         except (FloatingPointError, RuntimeWarning) as exc:
@@ -179,8 +169,51 @@ class Trainer:
             if before is not None:
                 model.parameters.restore(before)
             raise
-        accuracy = math.nan if model.pred_format == "Regression" else hits / (n * model._hit_units())
+        accuracy = math.nan if model.pred_format == "Regression" else hit_sum / (n * model._hit_units())
         return loss_sum / n, accuracy, None
+
+    def batch_gradient(self, order, start, stop, losses, hits):
+        """Forward and backward on samples ``[start, stop)`` of the epoch's order; the flat gradient.
+
+        Records the batch's loss and hits. In distributed training a floating-point
+        error here is recorded (and a zero gradient returned) so that every process
+        learns of it at the next all-reduce instead of waiting there forever.
+        """
+        model, xp = self.model, self.xp
+        if stop <= start:
+            return xp.zeros(model.parameters.size, dtype=model.dtype, device=model.backend.device)
+        try:
+            X_batch, t_batch = self.batch(order, start, stop)
+            output = model._feedforward(X_batch, training=True)
+            loss = model.cost_func(t_batch)(output)
+            if self.start_loss is None and self.parallel is None:
+                self.start_loss = float(loss)  # one host round trip per fit
+            losses.append((loss, stop - start))
+            hits.append(model._hits(output, t_batch, total=False))
+            model._backpropagate(t_batch)
+            return model.parameters.gradient()
+        except (FloatingPointError, RuntimeWarning) as exc:
+            if self.parallel is None:
+                raise
+            self.failure = f"{type(exc).__name__} on rank {self.parallel.rank}: {exc}"
+            return xp.zeros(model.parameters.size, dtype=model.dtype, device=model.backend.device)
+
+    def epoch_totals(self, losses, hits):
+        """``(sum of loss * batch size, number of hits)`` over the epoch's batches, as host floats."""
+        xp = self.xp
+        if not losses:
+            return 0.0, 0.0
+        sizes = {size for _, size in losses}
+        stacked = xp.stack([loss for loss, _ in losses])
+        if len(sizes) == 1:
+            loss_sum = float(xp.sum(stacked)) * sizes.pop()
+        else:
+            weights = self.model.backend.asarray([float(size) for _, size in losses], dtype=stacked.dtype)
+            loss_sum = float(xp.sum(stacked * weights))
+        if self.model.pred_format == "Regression":
+            return loss_sum, 0.0
+        right = hits[0] if len(hits) == 1 else xp.concat(hits)
+        return loss_sum, float(xp.sum(xp.astype(right, self.model.dtype)))
 
     def batch(self, order, start, stop):
         if order is None:
@@ -226,14 +259,22 @@ class Trainer:
         model.parameters.bind(parallel.broadcast(model.parameters.flat))
         model.shuffle_rng.bit_generator.state = parallel.broadcast_object(model.shuffle_rng.bit_generator.state)
 
-    def reduce(self, gradient):
-        """Sum the flat gradient over the processes, with one extra element carrying a deferred Ctrl-C."""
+    def reduce(self, gradient, share):
+        """The global gradient: this process's ``share`` of it summed over the processes.
+
+        Two extra elements carry a deferred Ctrl-C and a floating-point failure,
+        so that every process stops after the same step (one host round trip
+        per step for the two flags).
+        """
         xp = self.xp
-        flag = xp.full((1,), 1.0 if self.interrupted else 0.0, dtype=gradient.dtype, device=self.model.backend.device)
-        total = self.parallel.allreduce(xp.concat([gradient, flag]))
-        if float(total[-1]) > 0:  # one scalar per step: every process stops after the same step
-            self.interrupted = True
-        return total[:-1]
+        flags = self.model.backend.asarray([1.0 if self.interrupted else 0.0, 0.0 if self.failure is None else 1.0],
+                                           dtype=gradient.dtype)
+        total = self.parallel.allreduce(xp.concat([gradient * share, flags]))
+        interrupted, failed = (float(v) for v in self.model.backend.to_numpy(total[-2:]))
+        self.interrupted = self.interrupted or interrupted > 0
+        if failed > 0 and self.failure is None:
+            self.failure = "a floating-point error on another process"
+        return total[:-2]
 
     @contextlib.contextmanager
     def deferred_interrupts(self):

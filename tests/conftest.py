@@ -3,12 +3,24 @@
 The oracles themselves (nested loops, finite differences, update rules) are
 written out in the test files next to the tests that use them, so each file
 can be read on its own; the helpers here are only plumbing.
+
+Backends: ``any_backend`` runs a test on NumPy, on array_api_strict's device
+"device1" and on CuPy; ``cupy_backend`` on CuPy alone. Every CuPy case is
+marked ``gpu`` (``python -m pytest -m gpu`` selects them) and skips, naming
+the reason, where CuPy or a working CUDA GPU is missing; nothing imports CuPy
+before that check. ``NNCORE_TEST_CUPY_STANDIN=1`` runs the CuPy cases on
+array_api_strict "device1" instead of skipping them, so that a machine
+without a GPU can still execute the GPU tests' own code.
 """
 
+import functools
 import gzip
+import os
 
 import numpy as np
 import pytest
+
+STANDIN_VARIABLE = "NNCORE_TEST_CUPY_STANDIN"
 
 
 @pytest.fixture
@@ -20,10 +32,67 @@ def rng():
 @pytest.fixture
 def strict_device1():
     """The array_api_strict backend on its non-default device "device1" (refuses to mix devices)."""
+    return _strict_device1()
+
+
+def _strict_device1():
     pytest.importorskip("array_api_strict")
     from backends import get_backend
 
     return get_backend("array_api_strict", "device1")
+
+
+@functools.cache
+def cupy_unavailable_reason():
+    """Why the CuPy tests cannot run here, or ``None`` when CuPy computes on a CUDA GPU.
+
+    Imports CuPy only inside the check and runs one small reduction, so a broken
+    driver or toolkit is caught here rather than in the middle of a test.
+    """
+    try:
+        import cupy  # noqa: F401
+    except Exception as exc:  # ImportError, or a CUDA library that fails to load
+        return f"CuPy is not installed ({type(exc).__name__}: {exc})"
+    from backends import get_backend
+
+    try:
+        be = get_backend("cupy")
+        total = float(be.xp.sum(be.asarray([1.0, 2.0])))
+    except Exception as exc:
+        return f"CuPy is installed but cannot compute on a CUDA GPU ({type(exc).__name__}: {exc})"
+    if total != 3.0:
+        return f"CuPy computed 1 + 2 = {total} on the GPU"
+    return None
+
+
+def _cupy_or_skip():
+    """The CuPy backend; without CuPy and a GPU, the stand-in (if asked for) or a skip."""
+    reason = cupy_unavailable_reason()
+    if reason is None:
+        from backends import get_backend
+
+        return get_backend("cupy")
+    if os.environ.get(STANDIN_VARIABLE, "").strip() not in ("", "0"):
+        return _strict_device1()
+    pytest.skip(f"needs CuPy and a CUDA GPU: {reason}")
+
+
+@pytest.fixture(params=[pytest.param("cupy", marks=pytest.mark.gpu)])
+def cupy_backend():
+    """The CuPy backend on GPU 0; marks the test ``gpu`` and skips without CuPy or a GPU."""
+    return _cupy_or_skip()
+
+
+@pytest.fixture(params=["numpy", "strict_device1", pytest.param("cupy", marks=pytest.mark.gpu)])
+def any_backend(request):
+    """Each backend in turn: NumPy, array_api_strict on "device1", CuPy (marked ``gpu``)."""
+    if request.param == "numpy":
+        from backends import get_backend
+
+        return get_backend("numpy")
+    if request.param == "strict_device1":
+        return _strict_device1()
+    return _cupy_or_skip()
 
 
 def central_difference(f, x, h=1e-6, indices=None):

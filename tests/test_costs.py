@@ -150,3 +150,76 @@ def test_generic_pair_uses_activation_derivative(rng, numgrad):
     fd = numgrad(lambda v: FORMULAS[CostOLS](t, np.where(v > 0, v, 1e-3 * v)), z)
     np.testing.assert_allclose(delta, fd, rtol=1e-6, atol=1e-9)
     assert activations.derivate(LRELU) is not None
+
+
+# ---- integer and bool arrays, as the notes call the costs ---------------------------------
+
+
+def notes_cross_entropy(target):
+    """The notes' CostCrossEntropy, verbatim apart from the NumPy import."""
+
+    def func(X):
+        return -(1.0 / target.size) * np.sum(target * np.log(X + 10e-10))
+
+    return func
+
+
+def test_the_notes_cost_example_on_integer_arrays(numgrad):
+    # The notes' "Usage of cost functions" example: integer target and integer input.
+    target = np.array([[1, 2, 3]]).T
+    a = np.array([[4, 5, 6]]).T
+
+    cost_func = CostCrossEntropy
+    cost_func_derivative = cost_func(target).gradient  # the notes take autograd's grad(cost_func(target))
+
+    valued_at_a = cost_func_derivative(a)
+    assert valued_at_a.dtype == np.float64 and valued_at_a.shape == (3, 1)
+    oracle = numgrad(notes_cross_entropy(target), a.astype(np.float64))
+    np.testing.assert_allclose(valued_at_a, oracle, rtol=1e-7)  # -t / (3 a), up to the notes' 1e-9 offset
+    np.testing.assert_allclose(valued_at_a.ravel(), [-1 / 12, -2 / 15, -3 / 18], rtol=1e-12)
+    value = cost_func(target)(a)
+    assert value.dtype == np.float64
+    assert float(value) == pytest.approx(notes_cross_entropy(target)(a), rel=1e-8)
+
+
+@pytest.mark.parametrize("cost", COSTS, ids=lambda c: c.__name__)
+def test_integer_targets_compute_in_float64(cost, rng):
+    t = targets(rng, cost, (5, 3)) if cost is not CostOLS else rng.integers(-3, 4, size=(5, 3)).astype(np.float64)
+    X = rng.uniform(0.1, 0.9, size=(5, 3))
+    for target in (t.astype(np.int64), t.astype(np.int8), t.astype(bool) if cost is not CostOLS else t):
+        reference = target.astype(np.float64)
+        value, gradient = cost(target)(X), cost(target).gradient(X)
+        assert value.dtype == np.float64 and gradient.dtype == np.float64
+        assert float(value) == pytest.approx(FORMULAS[cost](reference, X), rel=1e-12)
+        np.testing.assert_allclose(gradient, cost(reference).gradient(X), rtol=1e-12)
+
+
+def test_integer_and_bool_inputs():
+    ints = np.array([[-2, 0], [1, 3], [2, -1], [0, 0]])
+    value = CostOLS(ints)(ints + 1)
+    assert value.dtype == np.float64 and float(value) == 2.0  # sum of eight 1s over 4 samples
+    np.testing.assert_array_equal(CostOLS(ints).gradient(ints + 1), np.full((4, 2), 0.5))
+    flags = np.array([[True, False], [False, True]])
+    assert float(CostCrossEntropy(flags)(np.array([[0.5, 0.5], [0.25, 0.75]]))) == pytest.approx(
+        -(np.log(0.5) + np.log(0.75)) / 2, rel=1e-12)
+    value = CostLogReg(flags)(flags)  # bool X is clipped into (0, 1): a perfect answer costs ~0
+    assert value.dtype == np.float64 and 0 <= float(value) < 1e-12
+
+
+def test_integer_target_keeps_float32_input_float32(rng):
+    t = np.eye(3, dtype=np.int64)[[0, 2, 1, 1]]
+    X = rng.uniform(0.1, 0.9, size=(4, 3)).astype(np.float32)
+    for cost in COSTS:
+        assert cost(t)(X).dtype == np.float32 and cost(t).gradient(X).dtype == np.float32
+
+
+def test_integer_arrays_on_strict_device1(strict_device1):
+    be = strict_device1
+    xp = be.xp
+    t = be.asarray(np.array([[1, 2, 3]]).T)
+    a = be.asarray(np.array([[4, 5, 6]]).T)
+    assert xp.isdtype(t.dtype, "integral")
+    gradient = CostCrossEntropy(t).gradient(a)
+    assert gradient.dtype == xp.float64 and gradient.device == be.device
+    np.testing.assert_allclose(to_numpy(gradient).ravel(), [-1 / 12, -2 / 15, -3 / 18], rtol=1e-12)
+    assert float(CostOLS(t)(a)) == 9.0

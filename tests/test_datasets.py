@@ -1,8 +1,13 @@
 """nncore.datasets: one-hot encoding, the bundled digits and IDX parsing (no network)."""
 
 import gzip
+import os
 import struct
+import subprocess
+import sys
+import time
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,6 +231,84 @@ def test_bad_dtype(tmp_path):
         load_mnist(tmp_path, dtype="int8")
 
 
+# --- hostile IDX files: refused before they cost memory --------------------------
+
+
+def gzip_bomb(path, header, megabytes=200):
+    """``header`` followed by ``megabytes`` MB of zeros, gzipped (~1 KB per MB): a small file that inflates."""
+    zeros = bytes(1 << 20)
+    with gzip.open(path, "wb") as f:
+        f.write(header)
+        for _ in range(megabytes):
+            f.write(zeros)
+    return path
+
+
+LOAD_UNDER_MEMORY_LIMIT = """
+import resource, sys
+from nncore.datasets import load_mnist
+with open("/proc/self/status") as status:
+    size_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+limit = size_kb * 1024 + 64 * 2**20  # what the process holds now plus 64 MB: far less than the bomb inflates to
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    load_mnist(sys.argv[1])
+except ValueError as exc:
+    print("ValueError:", exc)
+except MemoryError:
+    print("MemoryError")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and sets RLIMIT_AS")
+def test_gzip_bomb_is_refused_cheaply(tmp_path):
+    """A 200 KB gzip file inflating to 200 MB is refused after reading the size its header declares."""
+    make_mnist(tmp_path)
+    (tmp_path / NAMES["train_images"]).unlink()
+    bomb = gzip_bomb(tmp_path / (NAMES["train_images"] + ".gz"), struct.pack(">4I", 0x803, 5, 28, 28))
+    assert bomb.stat().st_size < 1_000_000
+    root = Path(datasets.__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+           "OPENBLAS_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", LOAD_UNDER_MEMORY_LIMIT, str(tmp_path)], capture_output=True,
+                            text=True, env=env, timeout=120)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ValueError: train-images-idx3-ubyte.gz is too long: more than 3936 bytes"), \
+        result.stdout
+    assert seconds < 60  # a few seconds at most: the 200 MB are never inflated (and never held)
+    # The same in this process: the error names the file and the declared shape.
+    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz is too long.*shape \(5, 28, 28\)"):
+        load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(20_000_000, 28, 28), (10, 5000, 28), (10, 28, 4097), (1000, 4096, 4096)],
+    ids=["too-many-images", "too-tall", "too-wide", "too-many-bytes"],
+)
+def test_absurd_declared_shape_is_refused_before_reading(tmp_path, shape):
+    make_mnist(tmp_path)
+    (tmp_path / NAMES["test_images"]).unlink()
+    gzip_bomb(tmp_path / (NAMES["test_images"] + ".gz"), struct.pack(">4I", 0x803, *shape), megabytes=1)
+    with pytest.raises(ValueError, match=rf"t10k-images-idx3-ubyte.gz declares shape \({shape[0]}, .*refusing"):
+        load_mnist(tmp_path)
+
+
+def test_absurd_label_count_is_refused(tmp_path):
+    make_mnist(tmp_path)
+    write(tmp_path / NAMES["train_labels"], struct.pack(">2I", 0x801, 2**32 - 1))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte declares shape \(4294967295,\)"):
+        load_mnist(tmp_path)
+
+
+def test_load_mnist_without_a_path_says_it_downloads():
+    doc = " ".join(load_mnist.__doc__.split())
+    assert "**downloaded** from OpenML with scikit-learn's :func:`sklearn.datasets.fetch_openml`" in doc
+    assert "cache" in doc
+
+
 # --- load_mnist without a folder: OpenML, never the real network here ------------
 
 
@@ -237,7 +320,7 @@ def test_download_failure_is_clear(monkeypatch):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", offline)
-    with pytest.raises(OSError, match=r"could not download MNIST.*load_mnist\(path\)") as info:
+    with pytest.raises(OSError, match=r"could not download MNIST.*fetch_openml.*cache.*load_mnist\(path\)") as info:
         load_mnist()
     assert isinstance(info.value.__cause__, urllib.error.URLError)
     assert calls and calls[0]["as_frame"] is False

@@ -55,7 +55,9 @@ def test_course_quickstart(tmp_path, capsys):
 
 
 def test_course_quickstart_runs_as_a_script(tmp_path):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+    # This checkout's nncore, not whichever copy is installed.
+    path = os.pathsep.join(filter(None, [str(EXAMPLES.parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": path}
     result = subprocess.run([sys.executable, str(EXAMPLES / "course_quickstart.py"), "--quick", "--out", str(tmp_path)],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -127,3 +129,49 @@ def test_mnist_on_tiny_idx_files(tmp_path, capsys, mnist_idx):
     assert "test accuracy: " in out and "NOT reproduced" in out  # random images: nothing to learn
     assert_png(tmp_path / "out" / "mnist_accuracy.png")
     assert (tmp_path / "out" / "mnist_model.npz").is_file()
+
+
+def test_mnist_quick_without_data_runs_on_synthetic_idx_files(tmp_path, capsys):
+    assert run_example("mnist", "--quick", "--out", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "training on 900 synthetic images" in out
+    assert "is about MNIST; this data is synthetic, so it is not checked here" in out
+    assert "reproduced" not in out
+    assert sorted(p.name for p in (tmp_path / "synthetic-idx").iterdir()) == [
+        "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+        "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"]
+    accuracy = float(out.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.3  # ten bright squares in noise: learnable, unlike random pixels (0.1)
+
+
+def test_mnist_verdict_only_for_mnist(tmp_path, capsys, mnist_idx):
+    fashion = mnist_idx(n_train=120, n_test=40).rename(tmp_path / "fashion-mnist")
+    assert run_example("mnist", "--quick", "--data-dir", str(fashion), "--out", str(tmp_path / "out")) == 0
+    out = capsys.readouterr().out
+    assert "training on 108 fashion-mnist images" in out and "this data is fashion-mnist" in out
+    assert "reproduced" not in out
+    # --dataset-name says what the folder's name does not.
+    assert run_example("mnist", "--quick", "--data-dir", str(fashion), "--dataset-name", "MNIST",
+                       "--out", str(tmp_path / "out")) == 0
+    assert "claim of 99% test accuracy: NOT reproduced" in capsys.readouterr().out
+
+
+def test_examples_follow_nncore_backend(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("array_api_strict")
+    monkeypatch.setenv("NNCORE_BACKEND", "array_api_strict")
+    assert run_example("course_quickstart", "--quick", "--out", str(tmp_path)) == 0
+    assert "CNN: backend array_api_strict" in capsys.readouterr().out
+    assert run_example("mnist", "--quick", "--train-size", "100", "--out", str(tmp_path)) == 0
+    assert "backend array_api_strict" in capsys.readouterr().out
+    assert run_example("course_quickstart", "--quick", "--backend", "numpy", "--out", str(tmp_path)) == 0
+    assert "CNN: backend numpy" in capsys.readouterr().out
+    monkeypatch.setenv("NNCORE_BACKEND", "nosuch")
+    with pytest.raises(ValueError, match="nosuch"):
+        run_example("course_quickstart", "--quick", "--out", str(tmp_path))
+
+
+def test_backend_help_names_the_variable(capsys):
+    with pytest.raises(SystemExit):
+        run_example("grid_search", "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "NNCORE_BACKEND if set, else numpy" in text and "numpy (default)" not in text

@@ -568,6 +568,17 @@ def test_max_pooling_nan_and_inf_follow_the_generic_rule(kernel, stride):
     y0, argmax0 = ops.pool2d_forward.generic(x, kernel, stride)
     np.testing.assert_array_equal(y, y0)
     np.testing.assert_array_equal(argmax, argmax0)
+    # The rule, written out: a window holding NaN pools to NaN at its first NaN, else to its
+    # first maximum (as NumPy's max/argmax and torch's max pooling).
+    (kh, kw), (sh, sw) = kernel, stride
+    for n, c, i, j in np.ndindex(*y.shape):
+        values = list(x[n, c, i * sh : i * sh + kh, j * sw : j * sw + kw].ravel())
+        nan = [k for k, v in enumerate(values) if np.isnan(v)]
+        first = nan[0] if nan else values.index(max(values))
+        assert argmax[n, c, i, j] == first
+        np.testing.assert_array_equal(y[n, c, i, j], values[first])
+    _, none = ops.pool2d_forward(x, kernel, stride, need_argmax=False)
+    assert none is None
     dy = RNG.standard_normal(y.shape).astype(np.float32)
     dy[0, 0, 0, 0], dy[1, 1, 1, 1] = np.inf, np.nan
     dx = ops.pool2d_backward(dy, (6, 6), kernel, stride, "max", argmax)

@@ -1,8 +1,11 @@
-"""NNCORE_NUM_THREADS changes the speed of the NumPy fast paths, never their numbers.
+"""How NNCORE_NUM_THREADS splits the work never changes the numbers of the NumPy fast paths.
 
-Serial runs (one thread) and runs whose samples are split between two threads
-must agree bit for bit: the chunks do not depend on the thread count, and the
-per-chunk shares of the kernel and bias gradients are added in sample order.
+For one BLAS thread count, serial runs and runs whose samples are split
+between two or three threads agree bit for bit: the chunks do not depend on
+the thread count, and the per-chunk shares of the kernel and bias gradients are
+added in sample order. (Inside a parallel region BLAS is held to one thread,
+and OpenBLAS rounds differently with more threads; so the tests hold BLAS to
+one thread throughout, and the last test bounds the difference otherwise.)
 """
 
 import numpy as np
@@ -19,15 +22,17 @@ CASES = [
     (7, 2, 9, 8, 3, 3, 2, (2, 1), "same"),  # im2col, input gradient by col2im
     (8, 1, 11, 9, 1, 3, 3, (1, 1), "same"),  # one channel, one map: shifted sums
     (8, 1, 11, 9, 2, 3, 3, (1, 1), "same"),  # one channel, two maps: wide rows
+    (64, 16, 14, 14, 32, 3, 3, (1, 1), "same"),  # LeNet's second convolution: products BLAS blocks
 ]
 
 
-def run_with(workers, monkeypatch, fn):
-    """``fn()`` with the fast paths on ``workers`` threads, in chunks of a few samples."""
-    with monkeypatch.context() as patch:
+def run_with(workers, monkeypatch, fn, chunk_bytes=6000):
+    """``fn()`` with the fast paths on ``workers`` threads, in chunks of a few samples, BLAS on one thread."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    with monkeypatch.context() as patch, threadpoolctl.threadpool_limits(1, user_api="blas"):
         patch.setattr(threads, "WORKERS", workers)
         patch.setattr(threads, "PARALLEL_MIN_ELEMENTS", 0)
-        patch.setattr(threads, "COL_CHUNK_BYTES", 6000)
+        patch.setattr(threads, "COL_CHUNK_BYTES", chunk_bytes)
         return fn()
 
 
@@ -59,10 +64,10 @@ def test_convolution_threads_equal_serial_bitwise(case, dtype, monkeypatch):
         inference, _ = ops.conv2d_act_forward(x, kernel, bias, stride, padding, "lrelu", 1e-3)
         return [out, *with_dx, *without_dx, np.array(inference)]
 
-    serial = run_with(1, monkeypatch, forward_backward)
-    assert len(range(0, n, threads.chunk(n, 1))) == 1  # the default chunking is one chunk here ...
-    for workers in (2, 3):  # ... but the runs above and below use several
-        assert_bitwise(run_with(workers, monkeypatch, forward_backward), serial)
+    chunk_bytes = 6000 if n < 64 else 1 << 20  # several chunks of samples either way
+    serial = run_with(1, monkeypatch, forward_backward, chunk_bytes)
+    for workers in (2, 3):
+        assert_bitwise(run_with(workers, monkeypatch, forward_backward, chunk_bytes), serial)
 
 
 @pytest.mark.parametrize("pooling", ["max", "average"])
@@ -95,3 +100,21 @@ def test_training_with_two_threads_equals_serial_bitwise(monkeypatch):
         return [np.asarray(scores["train_error"]), cnn.predict_proba(X), *weights]
 
     assert_bitwise(run_with(2, monkeypatch, fit), run_with(1, monkeypatch, fit))
+
+
+def test_threads_with_blas_threads_differ_only_by_rounding(monkeypatch):
+    # Serial runs let BLAS use its threads; parallel regions hold it to one. OpenBLAS's
+    # products round differently then, so the numbers agree to rounding, not bitwise.
+    x = RNG.standard_normal((64, 16, 14, 14)).astype(np.float32)
+    kernel = RNG.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    bias = RNG.standard_normal(32).astype(np.float32)
+    delta = RNG.standard_normal((64, 32, 14, 14)).astype(np.float32)
+    padding = ops.resolve_padding("same", (14, 14), (3, 3), (1, 1))
+    runs = []
+    for workers in (1, 2):
+        with monkeypatch.context() as patch:
+            patch.setattr(threads, "WORKERS", workers)
+            out, cache = ops.conv2d_act_forward(x, kernel, bias, (1, 1), padding, "relu", training=True)
+            runs.append([np.array(out), *ops.conv2d_act_backward(delta, cache, kernel, (1, 1), padding, "relu")])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))))

@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tqdm
 
 import nncore.training
 from backends import get_backend, to_numpy
@@ -139,7 +140,7 @@ def test_non_finite_weights_with_a_finite_loss_count_as_divergence(monkeypatch):
 # ---- Ctrl-C -------------------------------------------------------------------------------------
 
 
-class RecordingBar(nncore.training.tqdm):
+class RecordingBar(tqdm.tqdm):
     instances = []
 
     def __init__(self, *args, **kwargs):
@@ -150,6 +151,10 @@ class RecordingBar(nncore.training.tqdm):
     def close(self):
         self.closed_calls += 1
         super().close()
+
+
+def recording_bar(total, disable=False, **kw):
+    return RecordingBar(total=total, disable=disable, **kw)
 
 
 @pytest.mark.parametrize("where", ["forward", "mid-step"])
@@ -177,7 +182,7 @@ def test_ctrl_c_keeps_weights_scores_and_closes_the_bar(monkeypatch, capsys, whe
 
     monkeypatch.setattr(owner, method, interrupted)
     RecordingBar.instances.clear()
-    monkeypatch.setattr(nncore.training, "tqdm", RecordingBar)
+    monkeypatch.setattr(nncore.training, "progress_bar", recording_bar)
     scores = cnn.fit(X, t, epochs=4, batches=4, shuffle=False, verbose=True)
 
     assert len(calls) == 7, "the interrupt never fired"
@@ -206,7 +211,7 @@ def test_ctrl_c_keeps_weights_scores_and_closes_the_bar(monkeypatch, capsys, whe
 def test_bar_is_closed_when_fit_raises(monkeypatch):
     X, t = regression_data()
     RecordingBar.instances.clear()
-    monkeypatch.setattr(nncore.training, "tqdm", RecordingBar)
+    monkeypatch.setattr(nncore.training, "progress_bar", recording_bar)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(TrainingDivergedError):

@@ -80,3 +80,35 @@ def test_default_run_as_documented():
     assert accuracy_line(result.stdout) >= 0.98
     seconds = float(re.search(r"images/s \((\d+\.\d) s\)", result.stdout).group(1))
     assert seconds < 60
+
+
+def test_help_is_plain_text_and_names_the_backend_variable(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "``" not in text and ":meth:" not in text and ":func:" not in text  # no reStructuredText
+    flat = " ".join(text.split())
+    assert "NNCORE_BACKEND if set, else numpy" in flat and "numpy (default)" not in flat
+    assert "fetch_openml" in flat  # --data mnist without --data-dir downloads: said plainly
+
+
+def test_backend_none_reads_nncore_backend(monkeypatch, capsys):
+    pytest.importorskip("array_api_strict")
+    assert reference_cnn().backend.name == "numpy" and mnist_cnn().backend.name == "numpy"
+    monkeypatch.setenv("NNCORE_BACKEND", "array_api_strict")
+    assert reference_cnn().backend.name == "array_api_strict"
+    assert main(["--epochs", "1", "--quiet", "--val-fraction", "0"]) == 0
+    assert "backend array_api_strict" in capsys.readouterr().out
+    assert main(["--epochs", "1", "--quiet", "--val-fraction", "0", "--backend", "numpy"]) == 0
+    assert "backend numpy" in capsys.readouterr().out
+    monkeypatch.setenv("NNCORE_BACKEND", "nosuch")
+    assert main(["--epochs", "1", "--quiet"]) == 2
+    assert "nosuch" in capsys.readouterr().err
+
+
+def test_any_idx_folder_is_named_by_its_folder(tmp_path, capsys, mnist_idx):
+    fashion = mnist_idx(n_train=100, n_test=30).rename(tmp_path / "fashion-mnist")
+    assert main(["--data", "mnist", "--data-dir", str(fashion), "--epochs", "1", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "training on 90 fashion-mnist images (10 held out for validation), testing on 30" in out
+    accuracy_line(out)

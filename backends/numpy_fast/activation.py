@@ -1,6 +1,6 @@
 """The activations that the fast convolution fuses (identity, ReLU, leaky ReLU), in place.
 
-``np.where`` is not vectorised (about 5 ns per element); ``fmax``, ``maximum``
+``np.where`` is not vectorised (benchmarks/FAST_PATHS.md); ``fmax``, ``maximum``
 and products with boolean masks are, and give the generic op's numbers.
 """
 

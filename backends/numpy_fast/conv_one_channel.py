@@ -73,7 +73,7 @@ def direct_forward(x, kernel, bias, out, g, act, slope, training):
     BLAS ``axpy`` pass (SciPy's; NumPy needs a product and a sum), then the real
     outputs are kept and get the bias and the activation.
     SciPy's BLAS is held to one thread meanwhile (:func:`.threads.single_threaded_blas`:
-    a threaded axpy was 2-3x slower inside a network, its idle workers spinning
+    a threaded axpy was slower inside a network, its idle workers spinning
     against NumPy's). SciPy's axpy keeps the GIL, so ``NNCORE_NUM_THREADS`` > 1
     parallelises only the padding, copies and activation of this route.
     Returns the padded input for the backward pass when training, else ``None``.

@@ -1,6 +1,6 @@
 """Fast max and average pooling for NumPy arrays.
 
-``np.where`` and masked ``copyto`` are not vectorised (about 5 ns per element);
+``np.where`` and masked ``copyto`` are not vectorised (benchmarks/FAST_PATHS.md);
 ``maximum``, ``greater`` and products with boolean masks are. So the running
 maximum and its offsets are updated in place with those, offsets as ``int8``,
 chunk by chunk so that the running maximum stays in cache across the window

@@ -6,7 +6,10 @@ batch). With ``NNCORE_NUM_THREADS=N`` the chunks are shared out between N
 threads, whole chunks each, and BLAS is held to one thread meanwhile so the
 threads do not oversubscribe the cores. The chunks do not depend on N, and
 sums over samples are combined chunk by chunk in sample order (:func:`in_order`),
-so the numbers are bitwise the same for every N.
+so for one BLAS thread count the numbers are bitwise the same for every N.
+OpenBLAS itself rounds a product differently with more threads, though, so a
+run with N > 1 (BLAS on one thread) may differ from a serial one (BLAS on all
+cores) by float rounding: same maths, last bits apart.
 """
 
 from __future__ import annotations
@@ -140,8 +143,9 @@ def single_threaded_blas(libraries=None):
     The count is process-wide: products that other Python threads run meanwhile
     in those libraries run on one thread too, and a block entered while another
     runs finds one thread, leaves it, and the first block's exit restores the
-    count (so the later block may finish with BLAS's threads back). Numbers are
-    the same either way; only the speed changes.
+    count (so the later block may finish with BLAS's threads back). The maths
+    is the same either way, but OpenBLAS's products round differently with
+    another thread count, so their last bits may change.
     """
     libraries = blas_controllers() if libraries is None else libraries
     saved = [(lib, lib.get_num_threads()) for lib in libraries]

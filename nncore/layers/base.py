@@ -135,7 +135,16 @@ class Layer:
         return sum(math.prod(shape) for shape in self.param_shapes(tuple(input_shape)).values())
 
     def reset_schedulers(self, scheduler=None):
-        """Give every parameter a fresh copy of the scheduler (no moments, step 0) for :meth:`step`."""
+        """Forget the scheduler state (moments, step count) of the layer's parameters.
+
+        A layer on its own gets a fresh copy of ``scheduler`` (default: its own,
+        else Adam) per parameter. Inside a CNN the parameters that share a
+        scheduler step together, so every layer sharing this layer's scheduler
+        starts over.
+        """
+        if hasattr(self.schedulers, "reset"):  # the CNN's view of its flat scheduler state
+            self.schedulers.reset()
+            return
         scheduler = scheduler or self.scheduler or Adam(eta=1e-4, rho=0.9, rho2=0.999)
         self.schedulers = {name: scheduler.fresh() for name in self.params}
 
@@ -234,6 +243,6 @@ def function_name(func):
         if value is func:
             return name
     label = getattr(func, "__name__", repr(func))
-    raise ValueError(f"the activation {label!r} is not in nncore.activations.ACTIVATIONS; nncore stores "
-                     f"functions by name only (no pickle), so register it first "
-                     f"(ACTIVATIONS[{label.lower()!r}] = {label}) and do the same before loading")
+    raise ValueError(f"uses the activation {label!r}, which is not in nncore.activations.ACTIVATIONS; nncore "
+                     f"saves functions by name only (no pickle), so register it first "
+                     f"(nncore.activations.ACTIVATIONS[{label.lower()!r}] = {label}) and do the same before loading")
