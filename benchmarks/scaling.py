@@ -49,12 +49,14 @@ NETWORKS = {"lenet": "workload B (LeNet)", "lenet-10M": f"LeNet with FC {WIDE_NO
 # Interconnects assumed for the prediction: (description, NCCL all-reduce bus bandwidth in bytes/s,
 # latency of one all-reduce in s). Bus bandwidth as nccl-tests defines it for all_reduce_perf
 # (busbw = algbw * 2(p-1)/p, large messages). See benchmarks/RESULTS.md, "Scaling", for the sources.
-GPU_FLOPS = 10e12  # assumed sustained float32 FLOP/s of one A100 on these layers (half its 19.5 TFLOP/s peak)
-GPU_LAUNCH_FLOOR = 1e-3  # assumed: nncore on CuPy launches ~100 kernels per step at ~10 us each
+# Measured GPU steps of workload B at batch 128 on an NVIDIA H200 (issue 11; RESULTS.md, "GPU"):
+# nncore on CuPy 13.9k images/s, PyTorch 61k images/s.
+GPU_STEPS = (("nncore-CuPy", 128 / 13.9e3), ("PyTorch's speed", 128 / 61e3))
+GPU_FLOPS = 10e12  # assumed sustained float32 FLOP/s for the 10M network's extra dense-layer work
 INTERCONNECTS = (
-    (8, "8 GPUs, one node, NVLink 3 + NVSwitch (DGX A100)", 230e9, 20e-6),
-    (64, "64 GPUs, 8 such nodes, one HDR 200 Gb/s NIC per GPU", 180e9, 60e-6),
-    (64, "64 GPUs, 8 nodes of 8, one HDR 200 Gb/s NIC per node", 22e9, 60e-6),
+    (8, "8 GPUs, one node, NVLink 4 + NVSwitch", 360e9, 20e-6),
+    (64, "64 GPUs, 8 nodes, a 400 Gb/s NIC per GPU", 340e9, 60e-6),
+    (64, "64 GPUs, 8 nodes, one 400 Gb/s NIC per node", 45e9, 60e-6),
 )
 
 
@@ -73,9 +75,9 @@ def step_flops(network):
     return 3 * BATCH * (forward_flops("B") + extra)
 
 
-def gpu_compute_seconds(network):
-    """Assumed GPU step time: the FLOPs at :data:`GPU_FLOPS` plus the kernel-launch floor."""
-    return step_flops(network) / GPU_FLOPS + GPU_LAUNCH_FLOOR
+def gpu_compute_seconds(network, lenet_step):
+    """GPU step time: the measured LeNet step plus the network's extra FLOPs at :data:`GPU_FLOPS`."""
+    return lenet_step + (step_flops(network) - step_flops("lenet")) / GPU_FLOPS
 
 
 def efficiency(compute_seconds, n_bytes, processes, bus_bandwidth, latency):
@@ -201,17 +203,18 @@ def measured_table(records):
 
 
 def model_table(records):
-    lines = ["| network | gradient MB | interconnect | all-reduce ms | efficiency, compute measured here | "
-             "efficiency, GPU compute assumed |", "|---|---:|---|---:|---:|---:|"]
+    names = [name for name, _ in GPU_STEPS]
+    lines = ["| network | gradient MB | interconnect | all-reduce ms | "
+             + " | ".join(f"efficiency, {name} step" for name in names) + " | efficiency, this run's step |",
+             "|---|---:|---|---:|" + "---:|" * (len(names) + 1)]
     for r in (r for r in records if r["processes"] == 1):
-        gpu = gpu_compute_seconds(r["network"])
+        steps = [gpu_compute_seconds(r["network"], lenet_step) for _, lenet_step in GPU_STEPS] + [r["compute"]]
         for processes, description, bandwidth, latency in INTERCONNECTS:
             seconds = allreduce_seconds(r["gradient_bytes"], processes, bandwidth, latency)
-            measured = efficiency(r["compute"], r["gradient_bytes"], processes, bandwidth, latency)
-            assumed = efficiency(gpu, r["gradient_bytes"], processes, bandwidth, latency)
+            cells = [f"{efficiency(step, r['gradient_bytes'], processes, bandwidth, latency):.1%} "
+                     f"({1e3 * step:.2f} ms)" for step in steps]
             lines.append(f"| {NETWORKS[r['network']]} | {r['gradient_bytes'] / 1e6:.2f} | {description} | "
-                         f"{1e3 * seconds:.3f} | {measured:.1%} ({1e3 * r['compute']:.1f} ms) | "
-                         f"{assumed:.1%} ({1e3 * gpu:.2f} ms) |")
+                         f"{1e3 * seconds:.3f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
