@@ -180,7 +180,7 @@ def run_point(args, network, processes):
     if processes > 1:
         mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
         if mpiexec is None:
-            sys.exit("scaling.py: mpiexec not found; pip install 'nncore[mpi]'")
+            sys.exit("scaling.py: mpiexec not found; pip install 'nncore-cnn[mpi]'")
         command = [mpiexec, "-n", str(processes), *command]
     result = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:

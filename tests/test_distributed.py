@@ -92,7 +92,7 @@ class FakeComm:
 
 @pytest.fixture
 def mpi():
-    return pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore[mpi]')")
+    return pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore-cnn[mpi]')")
 
 
 # ---- shares of a batch ------------------------------------------------------------------------------
@@ -287,10 +287,10 @@ def test_launched_size_and_local_rank_from_the_environment(monkeypatch):
 
 def mpiexec():
     """The mpiexec of the MPI that mpi4py uses (pip's MPICH puts it next to python), else the one on PATH."""
-    pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore[mpi]')")
+    pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore-cnn[mpi]')")
     found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
     if found is None:
-        pytest.skip("mpiexec is not installed (pip install 'nncore[mpi]' brings MPICH's)")
+        pytest.skip("mpiexec is not installed (pip install 'nncore-cnn[mpi]' brings MPICH's)")
     return found
 
 
