@@ -113,8 +113,8 @@ def _abort_on_uncaught_exception(comm):
         return
     previous = sys.excepthook
 
-    def hook(kind, value, traceback):
-        previous(kind, value, traceback)  # the traceback first, then bring the other processes down
+    def hook(kind, value, tb):
+        previous(kind, value, tb)  # the traceback first, then bring the other processes down
         _abort(comm, f"uncaught {kind.__name__}; stopping all {comm.Get_size()} processes")
 
     sys.excepthook = hook

@@ -198,6 +198,23 @@ def test_abort_names_the_rank_and_ends_every_process(monkeypatch, capsys):
     assert capsys.readouterr().err == "nncore rank 1: fit failed: ValueError: bad\n"
 
 
+def test_nccl_communicators_are_kept_per_communicator_and_gpu(monkeypatch):
+    """One NCCL communicator per (MPI communicator, GPU), forgotten with the MPI communicator."""
+    import gc
+    import weakref
+
+    from backends import distributed as moves
+
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    first, second = FakeComm(), FakeComm()
+    moves._NCCL_CACHE.append((weakref.ref(first), 0, "nccl of first on GPU 0"))
+    assert moves._cached_nccl(first, 0) == "nccl of first on GPU 0"
+    assert moves._cached_nccl(first, 1) is None and moves._cached_nccl(second, 0) is None
+    del first
+    gc.collect()
+    assert moves._cached_nccl(second, 0) is None and moves._NCCL_CACHE == []
+
+
 # ---- with a real communicator of one process ------------------------------------------------------
 
 
