@@ -242,20 +242,106 @@ def test_comm_self_on_another_device(mpi, strict_device1):
     assert to_numpy(parallel.broadcast(gradient)).tolist() == [0.5, 1.5]
 
 
+class FakeNccl:
+    """Stands in for ``cupy.cuda.nccl``: records the communicators made and the calls on them."""
+
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+    available = True
+
+    def __init__(self):
+        self.made, self.calls = [], []
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, size, unique_id, rank):
+                fake.made.append((size, unique_id, rank))
+
+            def allReduce(self, send, recv, count, datatype, op, stream):
+                fake.calls.append(("allReduce", send, recv, count, datatype, op, stream))
+
+            def bcast(self, buff, count, datatype, root, stream):
+                fake.calls.append(("bcast", buff, count, datatype, root, stream))
+
+        self.NcclCommunicator = NcclCommunicator
+
+    def get_unique_id(self):
+        return ("unique", "id")
+
+
+class FakeDeviceArray:
+    """A GPU array as the NCCL path sees it: ``data.ptr``, ``size``, ``dtype``, ``ndim``."""
+
+    def __init__(self, ptr, size, dtype):
+        self.data = type("Memory", (), {"ptr": ptr})()
+        self.size, self.dtype, self.ndim = size, np.dtype(dtype), 1
+
+
+def test_the_nccl_path_without_a_gpu(monkeypatch):
+    """backends/distributed.py's NCCL calls with a stand-in for cupy.cuda.nccl: the unique id from rank 0
+    over MPI, one NCCL communicator per MPI communicator and GPU (kept across DataParallel objects, as
+    across fit calls), in-place all-reduce and broadcast of the whole buffer on the current stream."""
+    import contextlib
+
+    from backends import Backend
+    from backends import distributed as moves
+
+    nccl = FakeNccl()
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    monkeypatch.setattr(moves, "_nccl_module", lambda: nccl)
+    monkeypatch.setattr(moves, "_contiguous_cupy", lambda array: array)
+    monkeypatch.setattr(moves, "_cupy_stream", lambda: 1234)
+    monkeypatch.delenv("NNCORE_NCCL", raising=False)
+    device = type("Device", (contextlib.nullcontext,), {"id": 3})()
+    gpu = Backend("cupy", None, device)
+    comm = FakeComm(rank=1, size=2, others=[1, 0], from_root=[("unique", "id")])  # the other process has NCCL too
+    first = DataParallel(comm, gpu)
+    gradient = FakeDeviceArray(ptr=4096, size=11, dtype="float64")
+    assert first.allreduce(gradient) is gradient
+    assert nccl.made == [(2, ("unique", "id"), 1)]
+    assert nccl.calls == [("allReduce", 4096, 4096, 11, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, 1234)]
+    assert comm.calls == ["allreduce", "bcast", "allreduce"]  # agree, unique id, agree nothing failed
+    second = DataParallel(comm, gpu)  # a later fit on the same communicator and GPU
+    weights = FakeDeviceArray(ptr=8192, size=5, dtype="float32")
+    assert second.broadcast(weights) is weights and second.transport == "nccl"
+    assert nccl.calls[-1] == ("bcast", 8192, 5, nccl.NCCL_FLOAT32, 0, 1234)
+    assert len(nccl.made) == 1 and comm.calls == ["allreduce", "bcast", "allreduce"]  # no second NCCL start
+
+
+def test_without_nccl_on_every_process_cupy_arrays_go_through_the_host(monkeypatch):
+    """One process lacks NCCL (or sets NNCORE_NCCL=0): all of them use host-staged MPI, none starts NCCL."""
+    from backends import Backend
+    from backends import distributed as moves
+
+    nccl = FakeNccl()
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    monkeypatch.setattr(moves, "_nccl_module", lambda: nccl)
+    monkeypatch.setenv("NNCORE_NCCL", "0")
+    comm = FakeComm(rank=0, size=2, others=[1])  # the other process would have it
+    gpu = Backend("cupy", None, type("Device", (), {"id": 0})())
+    assert DataParallel(comm, gpu).transport == "mpi-host-staged"
+    assert nccl.made == [] and comm.calls == ["allreduce"]
+
+
 @pytest.mark.gpu
-def test_comm_self_on_cupy_uses_nccl_when_built_in(mpi):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_arrays_go_through_nccl_when_cupy_has_it(dtype):
+    """A group of one process (a pretend communicator: no mpi4py needed on the GPU machine): NCCL's
+    all-reduce and broadcast run on the GPU, in place, and hand back the same numbers."""
     from backends import available
 
     if "cupy" not in available():
         pytest.skip("needs CuPy and a CUDA GPU")
     from backends.distributed import _nccl_module
 
+    nccl = _nccl_module() is not None
+    # The agreement on NCCL (and, without it, the host-staged sum) are the communicator's reductions.
+    comm = FakeComm(rank=0, size=1, others=[0, 0] if nccl else [0, np.zeros(3, dtype=dtype)])
     be = get_backend("cupy")
-    parallel = DataParallel(mpi.COMM_SELF, be)
-    assert parallel.transport == ("nccl" if _nccl_module() is not None else "mpi-host-staged")
-    gradient = be.asarray(np.array([1.0, 2.0, -3.0]), dtype="float32")
+    parallel = DataParallel(comm, be)
+    gradient = be.asarray(np.array([1.0, 2.0, -3.0]), dtype=dtype)
     out = parallel.allreduce(gradient)
-    assert be.owns(out) and out.dtype == be.dtype("float32")
+    assert parallel.transport == ("nccl" if nccl else "mpi-host-staged")
+    assert be.owns(out) and out.dtype == be.dtype(dtype)
     np.testing.assert_array_equal(to_numpy(out), [1.0, 2.0, -3.0])
     np.testing.assert_array_equal(to_numpy(parallel.broadcast(out)), [1.0, 2.0, -3.0])
 
