@@ -65,6 +65,18 @@ def leaky_relu_backprop(X, grad, slope):
     return xp.where(X > 0, grad, slope * grad if slope else 0.0)
 
 
+def leaky_relu_with_sign(X, slope):
+    """``(leaky_relu(X, slope), X > 0)``: the sign mask is what the backward pass needs (one operation there)."""
+    xp = namespace(X)
+    positive = X > 0
+    return xp.where(positive, X, slope * X if slope else 0.0), positive
+
+
+def leaky_relu_backprop_sign(positive, grad, slope):
+    """``dL/dz`` of :func:`leaky_relu` from its sign mask ``z > 0`` and ``grad = dL/da``."""
+    return namespace(grad).where(positive, grad, slope * grad if slope else 0.0)
+
+
 def RELU(X):
     """Rectified linear unit ``max(z, 0)``."""
     return leaky_relu(X, 0)
@@ -152,6 +164,25 @@ def resolve(func, what="activation"):
         raise TypeError(f"{what} must be a function or a name, got {type(func).__name__}")
     derivate(func)  # fail now, not in the middle of training
     return func
+
+
+def forward(func, z):
+    """``(func(z), saved)``, where ``saved`` is what :func:`backprop_saved` needs.
+
+    For the ReLU family that is only the sign mask of ``z`` (one operation fewer
+    backward, and a boolean array instead of two float ones); otherwise ``(z, a)``.
+    """
+    if func in _LEAKY_SLOPES:
+        return leaky_relu_with_sign(z, _LEAKY_SLOPES[func])
+    a = func(z)
+    return a, (z, a)
+
+
+def backprop_saved(func, saved, grad):
+    """Vector-Jacobian product ``dL/dz`` from ``grad = dL/da`` and :func:`forward`'s ``saved``."""
+    if func in _LEAKY_SLOPES:
+        return leaky_relu_backprop_sign(saved, grad, _LEAKY_SLOPES[func])
+    return backprop(func, *saved, grad)
 
 
 def backprop(func, z, a, grad):

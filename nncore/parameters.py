@@ -8,11 +8,13 @@ so one update step costs a handful of array operations however many layers
 there are (what ``torch.optim``'s ``foreach`` updates do). On a GPU each array
 operation is a kernel launch, which is what this saves.
 
-Safety: a step builds a NEW flat buffer (and new scheduler state) and rebinds
-the layers' parameters to views of it; nothing is updated in place. A snapshot
-(:meth:`FlatParameters.snapshot`) is therefore just references, and
-``CNN.fit`` rolls back a step cut short by Ctrl-C, or restores the last finite
-epoch after divergence, by restoring one.
+Safety: a step computes the new scheduler state functionally (new arrays),
+then commits the parameters with ONE in-place operation on the flat buffer
+(the layers' arrays are views of it, as ``torch.optim`` updates parameters in
+place). An exception before the commit (Ctrl-C included) puts the scheduler
+state back, so a step is applied whole or not at all; ``CNN.fit`` keeps Ctrl-C
+out of the commit itself. :meth:`FlatParameters.snapshot` copies the buffer and
+the state; ``fit`` restores the last finite epoch from one after divergence.
 """
 
 import bisect
@@ -106,33 +108,40 @@ class FlatParameters:
         return self.concat([layer.grads[name] for layer, name, *_ in self.entries])
 
     def step(self, gradient, lam=0.0):
-        """Add the L2 term ``lam * W`` to the flat ``gradient`` and apply each group's scheduler."""
+        """Add the L2 term ``lam * W`` to the flat ``gradient``, apply each group's scheduler, update in place."""
         self.adopt_assigned()
         if lam:
             if lam != self._lam:
                 self._lam, self._lam_mask = lam, lam * self._penalty_mask
             gradient = gradient + self._lam_mask * self.flat
-        if len(self.groups) == 1:
-            new = self.flat - self.groups[0][0].update_change(gradient)
-        else:
-            new = self.concat([self.flat[start:stop] - scheduler.update_change(gradient[start:stop])
-                               for scheduler, start, stop in self.groups])
-        self.bind(new)
+        states = [scheduler.state_dict() for scheduler, *_ in self.groups]
+        try:
+            if len(self.groups) == 1:
+                change = self.groups[0][0].update_change(gradient)
+            else:
+                change = self.concat([scheduler.update_change(gradient[start:stop])
+                                      for scheduler, start, stop in self.groups])
+        except BaseException:
+            for (scheduler, *_), state in zip(self.groups, states):
+                scheduler.load_state_dict(state)  # the step did not happen
+            raise
+        self.flat -= change  # the commit; every layer's parameters are views of the buffer
 
     # ---- snapshots ---------------------------------------------------------------------
 
-    def snapshot(self, copy=False):
-        """The parameters and scheduler states; references only unless ``copy``."""
+    def snapshot(self):
+        """Copies of the parameters and of the scheduler states, for :meth:`restore`."""
         xp = self.backend.xp
         self.adopt_assigned()
 
         def keep(value):
-            return xp.asarray(value, copy=True) if copy and _is_array(value) else value
+            return xp.asarray(value, copy=True) if _is_array(value) else value
 
         return keep(self.flat), [{key: keep(value) for key, value in scheduler.state_dict().items()}
                                  for scheduler, *_ in self.groups]
 
     def restore(self, snapshot):
+        """Go back to a :meth:`snapshot` (its arrays become the live ones: restore a snapshot once)."""
         flat, states = snapshot
         for (scheduler, *_), state in zip(self.groups, states):
             scheduler.load_state_dict(state)

@@ -192,11 +192,11 @@ class Adam(Scheduler):
         square = (1 - self.rho2) * (gradient * gradient)
         self.moment = first if self.moment is None else self.rho * self.moment + first
         self.second = square if self.second is None else self.rho2 * self.second + square
-        # torch.optim.Adam's arithmetic, with the bias corrections as host floats (Python floats keep
-        # float32 state in float32): eta / (1 - rho^t) * m / (sqrt(v) / sqrt(1 - rho2^t) + eps).
-        step_size = self.eta / (1 - self.rho**self.t)
+        # eta / (1 - rho^t) * m / (sqrt(v) / sqrt(1 - rho2^t) + eps), as torch.optim.Adam, with both bias
+        # corrections folded into two host floats (Python floats keep float32 state in float32).
         root_correction = math.sqrt(1 - self.rho2**self.t)
-        return step_size * self.moment / (xp.sqrt(self.second) / root_correction + self.eps)
+        step_size = self.eta * root_correction / (1 - self.rho**self.t)
+        return step_size * self.moment / (xp.sqrt(self.second) + self.eps * root_correction)
 
 
 SCHEDULERS = {c.__name__: c for c in (Constant, Momentum, Adagrad, AdagradMomentum, RMS_prop, Adam)}

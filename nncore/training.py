@@ -4,8 +4,10 @@ One epoch is: shuffle, then for every minibatch one training step (forward,
 backward, one update of the flat parameter buffer), then the divergence check
 and the scores. Guarantees, each tested:
 
-- Ctrl-C at any point keeps the weights of every completed minibatch (a step cut
-  short is rolled back) and returns the scores so far;
+- Ctrl-C at any point keeps the weights of every completed minibatch and returns
+  the scores so far: a Ctrl-C during an update step takes effect when the step
+  is complete, and an exception inside a step leaves it undone
+  (:meth:`FlatParameters.step`);
 - divergence (a NaN/inf loss, weight or scheduler state, a loss grown absurdly
   large, or a NumPy floating-point error) restores the last good epoch and
   raises :class:`TrainingDivergedError`;
@@ -90,7 +92,8 @@ class Trainer:
         self.lam, self.shuffle, self.validation, self.parallel = lam, shuffle, validation, parallel
         self.xp = model.backend.xp
         self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
-        self.interrupted = False  # a deferred Ctrl-C (distributed training only)
+        self.interrupted = False  # a Ctrl-C that waits for the end of a step (or, distributed, the all-reduce)
+        self.in_step = False
         self.failure = None  # a floating-point error in some process's share (distributed training only)
 
     def run(self, epochs, verbose):
@@ -103,8 +106,8 @@ class Trainer:
                 self.synchronise_start()
             bar = progress_bar(epochs, disable=not verbose or (parallel is not None and not parallel.is_root),
                                unit="epoch", dynamic_ncols=True)
-            last_good = model.parameters.snapshot(copy=True)
-            with self.deferred_interrupts():
+            last_good = model.parameters.snapshot()
+            with self.interrupts_between_steps():
                 for epoch in range(epochs):
                     loss, accuracy, problem = self.train_epoch()
                     if self.interrupted:
@@ -114,7 +117,7 @@ class Trainer:
                     if problem is not None:
                         model.parameters.restore(last_good)
                         raise self.diverged(epoch, epochs, loss, problem, scores)
-                    last_good = model.parameters.snapshot(copy=True)
+                    last_good = model.parameters.snapshot()
                     scores.record(epoch, loss, accuracy, *self.validation_scores())
                     bar.set_postfix(scores.postfix(epoch), refresh=False)
                     bar.update(1)
@@ -138,25 +141,28 @@ class Trainer:
 
     def train_epoch(self):
         """Every minibatch once; returns ``(loss, accuracy, problem)`` with ``problem`` None when fine."""
-        model, xp, parallel = self.model, self.xp, self.parallel
+        model, parallel = self.model, self.parallel
         n = self.X.shape[0]
         order = model.backend.asarray(model.shuffle_rng.permutation(n)) if self.shuffle else None
         losses, hits = [], []  # device scalars, summed once at the end of the epoch: no host round trip per batch
-        before = None
         try:
             for start, stop in self.bounds:
                 if parallel is not None:
                     start, stop, weight = (*parallel.share(start, stop), (stop - start))
-                before = model.parameters.snapshot()  # references only: Ctrl-C mid-step rolls back to here
                 gradient = self.batch_gradient(order, start, stop, losses, hits)
                 if parallel is not None:
                     gradient = self.reduce(gradient, (stop - start) / weight)
                     if self.failure is not None:  # on some process: every process stops here, unchanged
                         raise FloatingPointError(self.failure)
-                model.parameters.step(gradient, self.lam)
-                before = None
+                self.in_step = True
+                try:
+                    model.parameters.step(gradient, self.lam)
+                finally:
+                    self.in_step = False
                 if self.interrupted:
-                    break
+                    if parallel is None:
+                        raise KeyboardInterrupt  # the Ctrl-C that came during the step
+                    break  # distributed: every process saw the flag in the same all-reduce
             loss_sum, hit_sum = self.epoch_totals(losses, hits)
             if parallel is not None:
                 loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
@@ -165,10 +171,6 @@ class Trainer:
         except (FloatingPointError, RuntimeWarning) as exc:
             # Overflow warnings turned into errors (np.seterr, -W error): the same divergence.
             return math.nan, math.nan, f"a floating-point error occurred ({type(exc).__name__}: {exc})"
-        except KeyboardInterrupt:
-            if before is not None:
-                model.parameters.restore(before)
-            raise
         accuracy = math.nan if model.pred_format == "Regression" else hit_sum / (n * model._hit_units())
         return loss_sum / n, accuracy, None
 
@@ -277,13 +279,24 @@ class Trainer:
         return total[:-2]
 
     @contextlib.contextmanager
-    def deferred_interrupts(self):
-        """In distributed training, Ctrl-C sets a flag that all processes agree on at the next step."""
-        if self.parallel is None or threading.current_thread() is not threading.main_thread():
+    def interrupts_between_steps(self):
+        """Ctrl-C never lands inside an update step (whose commit is one in-place operation).
+
+        In one process a Ctrl-C outside a step raises ``KeyboardInterrupt`` at
+        once (nothing is half done); during a step it sets a flag and the
+        interrupt comes when the step is complete. In distributed training it
+        always sets the flag, which every process sees in the next all-reduce.
+        Only the main thread receives signals, and only Python's default handler
+        is replaced (a notebook's or the user's own is left alone).
+        """
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
             yield
             return
 
         def handler(signum, frame):
+            if self.parallel is None and not self.in_step:
+                raise KeyboardInterrupt
             self.interrupted = True
 
         previous = signal.signal(signal.SIGINT, handler)

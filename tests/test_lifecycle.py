@@ -378,3 +378,32 @@ def test_ctrl_c_while_the_data_are_prepared_leaves_the_model_unchanged(monkeypat
     assert all(len(v) == 3 and np.isnan(v).all() for v in scores.values())
     for key, value in before.items():
         np.testing.assert_array_equal(weights(cnn)[key], value)
+
+
+def test_a_real_ctrl_c_during_an_update_step_waits_for_the_step_to_complete(monkeypatch, capsys):
+    """SIGINT delivered while the scheduler computes step 3 of epoch 2: the step completes (parameters and
+    scheduler state together), then fit stops: the weights equal 4 + 3 steps of uninterrupted training."""
+    import os
+    import signal
+
+    X, t = image_data()
+    cnn = image_net()
+    original, calls = Adam.update_change, []
+
+    def interrupted(self, gradient):
+        calls.append(1)
+        if len(calls) == 4 + 3:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives at the next bytecode, inside the step
+        return original(self, gradient)
+
+    monkeypatch.setattr(Adam, "update_change", interrupted)
+    scores = cnn.fit(X, t, epochs=4, batches=4, shuffle=False, verbose=True)
+    monkeypatch.undo()
+    assert "interrupted in epoch 2 of 4" in capsys.readouterr().err
+    assert np.isfinite(scores["train_error"][0]) and np.isnan(scores["train_error"][1:]).all()
+    twin = image_net()
+    twin.fit(X, t, epochs=1, batches=4, shuffle=False, verbose=False)
+    twin.fit(X[:30], t[:30], epochs=1, batches=3, shuffle=False, verbose=False)
+    for key, value in weights(twin).items():
+        np.testing.assert_array_equal(weights(cnn)[key], value, err_msg=str(key))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # fit put the handler back

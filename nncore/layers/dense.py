@@ -55,14 +55,18 @@ class FullyConnectedLayer(Layer):
 
     def forward(self, a, training=False):
         z = self.xp.matmul(a, self.weights) + self.bias
-        out = self.act_func(z)
-        if training:
-            self._cache = (a, z, out)
+        if not training:
+            return self.act_func(z)
+        out, saved = self._activate(z)
+        self._cache = (a, saved)
         return out
 
+    def _activate(self, z):
+        """``(a, saved)``: the activation and what its backward pass needs (:func:`activations.forward`)."""
+        return activations.forward(self.act_func, z)
+
     def backward(self, delta, need_input_grad=True):
-        return self._backward_z(activations.backprop(self.act_func, self._cache[1], self._cache[2], delta),
-                                need_input_grad)
+        return self._backward_z(activations.backprop_saved(self.act_func, self._cache[1], delta), need_input_grad)
 
     def _backward_z(self, dz, need_input_grad):
         """Gradients from ``dz = dL/dz``; returns ``dL/da_prev``."""
@@ -104,9 +108,13 @@ class OutputLayer(FullyConnectedLayer):
     def get_config(self):
         return {"nodes": self.nodes, "output_func": function_name(self.act_func)}
 
+    def _activate(self, z):
+        out = self.act_func(z)
+        return out, (z, out)  # the cost's closed forms need both
+
     def backward_target(self, target, need_input_grad=True):
         """Backpropagate the cost for ``target``; returns ``dL/da_prev``."""
-        a, z, out = self._cache
+        z, out = self._cache[1]
         return self._backward_z(costs.output_delta(self.cost_func, self.act_func, target, z, out), need_input_grad)
 
 

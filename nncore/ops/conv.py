@@ -2,10 +2,11 @@
 
 Two implementations of the same maths:
 
-* :func:`conv2d_forward` / :func:`conv2d_backward`: im2col, then ONE matrix
-  product over the whole batch for the output and one for each gradient; the
-  input gradient is a transposed convolution (the output gradient laid out on
-  the input grid, correlated with the flipped kernel), so no per-offset sums;
+* :func:`conv2d_forward` / :func:`conv2d_backward`: the columns in one gather
+  (:mod:`nncore.ops.gather`), then ONE matrix product over the whole batch for
+  the output and one for each gradient; the input gradient is the adjoint
+  gather (every input pixel sums the column entries that read it). A handful of
+  array operations per call, whatever the kernel size: what a GPU needs;
 * :func:`conv2d_direct_forward` / :func:`conv2d_direct_backward`: a readable
   direct sum over kernel offsets, the teaching version and test oracle.
 
@@ -15,12 +16,12 @@ Shapes: ``x (n, c, h, w)``, ``kernel (f, c, kh, kw)``, ``bias (f,)``,
 
 from array_api_compat import device
 
-from backends.geometry import kernel_offsets, spread
+from backends.geometry import kernel_offsets
 
 from .._array import namespace
-from ..activations import leaky_relu, leaky_relu_derivative
+from ..activations import leaky_relu_backprop_sign, leaky_relu_with_sign
 from ._dispatch import overridable
-from .im2col import im2col
+from .gather import gather_columns, scatter_columns
 from .padding import conv_output_shape, pad2d, unpad2d
 
 #: Activations that :func:`conv2d_act_forward` applies itself (``lrelu`` needs ``0 < slope < 1``).
@@ -28,65 +29,38 @@ FUSED_ACTIVATIONS = ("identity", "relu", "lrelu")
 
 
 def conv2d_forward(x, kernel, bias, stride, padding):
-    """Return ``z = x ⋆ kernel + bias`` and the columns that the backward pass needs."""
+    """Return ``z = x ⋆ kernel + bias`` ``(n, f, oh, ow)`` and the columns that the backward pass needs."""
     xp = namespace(x)
+    n, f = x.shape[0], kernel.shape[0]
     out_hw = conv_output_shape(x.shape[2:], kernel.shape[2:], stride, padding)
-    col = im2col(pad2d(x, padding), kernel.shape[2:], stride, out_hw)  # (n, c, kh, kw, oh, ow)
-    z = xp.tensordot(col, kernel, axes=([1, 2, 3], [1, 2, 3]))  # (n, oh, ow, f)
-    return xp.permute_dims(z + bias, (0, 3, 1, 2)), col
+    cols = gather_columns(x, kernel.shape[2:], stride, padding)  # (n, c*kh*kw, oh*ow)
+    z = xp.matmul(xp.reshape(kernel, (f, -1)), cols) + xp.reshape(bias, (f, 1))  # (n, f, oh*ow)
+    return xp.reshape(z, (n, f, *out_hw)), cols
 
 
-def conv2d_backward(dz, col, kernel, input_hw, stride, padding, need_input_grad=True):
+def conv2d_backward(dz, cols, kernel, input_hw, stride, padding, need_input_grad=True):
     """Gradients ``(dx, dkernel, dbias)`` from ``dz = dL/dz`` and the forward columns.
 
     ``dx`` is ``None`` when ``need_input_grad`` is false (the first layer).
     """
     xp = namespace(dz)
-    dkernel = xp.tensordot(dz, col, axes=([0, 2, 3], [0, 4, 5]))  # (f, c, kh, kw)
-    dx = _input_grad(dz, kernel, input_hw, stride, padding) if need_input_grad else None
-    return dx, dkernel, _bias_grad(dz)
+    n, f = dz.shape[:2]
+    dz = xp.reshape(dz, (n, f, -1))  # (n, f, oh*ow)
+    dkernel = xp.reshape(xp.tensordot(dz, cols, axes=([0, 2], [0, 2])), kernel.shape)
+    dbias = _bias_grad(dz)
+    if not need_input_grad:
+        return None, dkernel, dbias
+    dcols = xp.matmul(xp.matrix_transpose(xp.reshape(kernel, (f, -1))), dz)  # (n, c*kh*kw, oh*ow)
+    return scatter_columns(dcols, (kernel.shape[1], *input_hw), kernel.shape[2:], stride, padding), dkernel, dbias
 
 
 def _bias_grad(dz):
-    """``dL/dbias``: ``dz`` summed over samples and positions, one contiguous axis at a time.
+    """``dL/dbias`` from ``dz`` ``(n, f, oh*ow)``: summed over positions, then samples.
 
-    (``sum(dz, axis=(0, 2, 3))`` reduces over non-adjacent axes, which CuPy does slowly.)
+    (Two reductions over adjacent axes: CuPy reduces slowly over non-adjacent ones, ``axis=(0, 2)``.)
     """
     xp = namespace(dz)
-    n, f = dz.shape[:2]
-    return xp.sum(xp.sum(xp.reshape(dz, (n, f, -1)), axis=2), axis=0)
-
-
-def _input_grad(dz, kernel, input_hw, stride, padding):
-    """``dL/dx`` as a transposed convolution: ``dz`` laid out on the input grid, correlated with
-    the flipped kernel, whose input and output channels swap.
-
-    Input row ``r`` met output row ``y`` through kernel row ``i`` when ``r = y*s + i - top``.
-    On a canvas of ``h + kh - 1`` rows holding ``dz[y]`` at row ``y*s + kh - 1 - top``,
-    ``dx[r] = sum_i' canvas[r + i'] * kernel[kh - 1 - i']``: a stride-1 correlation.
-    Rows of ``dz`` that land outside the canvas met only padding.
-    """
-    xp = namespace(dz)
-    n, f, oh, ow = dz.shape
-    kh, kw = kernel.shape[2:]
-    (h, w), (sh, sw), ((top, _), (left, _)) = input_hw, stride, padding
-    from_rows, to_rows = spread(oh, sh, kh - 1 - top, h + kh - 1)
-    from_cols, to_cols = spread(ow, sw, kw - 1 - left, w + kw - 1)
-    canvas = xp.zeros((n, f, h + kh - 1, w + kw - 1), dtype=dz.dtype, device=device(dz))
-    canvas[:, :, to_rows, to_cols] = dz[:, :, from_rows, from_cols]
-    col = im2col(canvas, (kh, kw), (1, 1), (h, w))  # (n, f, kh, kw, h, w)
-    dx = xp.tensordot(col, xp.flip(kernel, axis=(2, 3)), axes=([1, 2, 3], [0, 2, 3]))  # (n, h, w, c)
-    return xp.permute_dims(dx, (0, 3, 1, 2))
-
-
-def _activate(act, slope, z):
-    """``act(z)``: RELU is the leaky ReLU of slope 0."""
-    return z if act == "identity" else leaky_relu(z, slope if act == "lrelu" else 0)
-
-
-def _activation_grad(act, slope, out, delta):
-    """``dL/dz`` from ``dL/dout``, taken from the output (``z > 0`` exactly where ``out > 0``)."""
-    return delta if act == "identity" else delta * leaky_relu_derivative(out, slope if act == "lrelu" else 0)
+    return xp.sum(xp.sum(dz, axis=2), axis=0)
 
 
 def _check_act(act, slope):
@@ -109,8 +83,11 @@ def conv2d_act_forward(x, kernel, bias, stride, padding, act="identity", slope=0
     """
     _check_act(act, slope)
     z, col = conv2d_forward(x, kernel, bias, stride, padding)
-    out = _activate(act, slope, z)
-    return out, ((tuple(x.shape), col, out) if training else None)
+    if act == "identity":
+        out, sign = z, None
+    else:
+        out, sign = leaky_relu_with_sign(z, slope if act == "lrelu" else 0)
+    return out, ((tuple(x.shape), col, sign) if training else None)
 
 
 @overridable("conv2d_act_backward", arrays=(0, 2))
@@ -128,8 +105,8 @@ def conv2d_act_backward(delta, cache, kernel, stride, padding, act="identity", s
             f"conv2d_act_backward got a {type(cache).__name__} cache from a backend fast path; "
             "run the backward pass with fast paths as they were for the forward pass"
         )
-    shape, col, out = cache
-    dz = _activation_grad(act, slope, out, delta)
+    shape, col, sign = cache
+    dz = delta if act == "identity" else leaky_relu_backprop_sign(sign, delta, slope if act == "lrelu" else 0)
     return conv2d_backward(dz, col, kernel, shape[2:], stride, padding, need_input_grad)
 
 
@@ -157,4 +134,4 @@ def conv2d_direct_backward(dz, x, kernel, stride, padding):
         dkernel[:, :, i, j] = xp.tensordot(dz, xpad[:, :, rows, cols], axes=([0, 2, 3], [0, 2, 3]))
         back = xp.tensordot(dz, kernel[:, :, i, j], axes=([1], [0]))  # (n, oh, ow, c)
         dxpad[:, :, rows, cols] = dxpad[:, :, rows, cols] + xp.permute_dims(back, (0, 3, 1, 2))
-    return unpad2d(dxpad, padding), dkernel, _bias_grad(dz)
+    return unpad2d(dxpad, padding), dkernel, _bias_grad(xp.reshape(dz, (*dz.shape[:2], -1)))

@@ -1,20 +1,25 @@
 """Max and average pooling over ``(n, c, h, w)`` images, without padding.
 
-Both directions see the windows through their offsets
-(:func:`backends.geometry.kernel_offsets`): one strided slice of the input per
-offset ``(i, j)``, so overlapping windows (stride < window) and strides larger
-than the window need no special case. The forward pass stacks the slices and
-reduces over them once; the backward pass routes the gradient to every offset
-at once, and when the windows tile the input (stride = window) that routed
-array already is the input gradient, laid out differently.
+Max pooling gathers every window in one operation (:mod:`nncore.ops.gather`)
+and reduces over them once; average pooling stacks one strided slice per window
+offset, so that its sum has one order everywhere. Overlapping windows (stride <
+window) and strides larger than the window need no special case. The backward pass routes the gradient to every window offset at once;
+when the windows tile the input (stride = window) that routed array already is
+the input gradient, laid out differently, otherwise each offset's share is
+added through its strided slice (:func:`backends.geometry.kernel_offsets`).
 """
 
+import functools
+
+import numpy as np
 from array_api_compat import device
 
-from backends.geometry import kernel_offsets, output_hw
+from backends import backend_of
+from backends.geometry import NO_PADDING, kernel_offsets, output_hw
 
 from .._array import namespace
 from ._dispatch import overridable
+from .gather import gather_columns
 
 POOLINGS = ("max", "average")
 
@@ -36,11 +41,16 @@ def pool2d_forward(x, kernel_hw, stride_hw, pooling="max", *, need_argmax=True):
     ``(y, None)``.
     """
     xp = namespace(x)
+    n, c = x.shape[:2]
     out_hw = pool_output_shape(x.shape[2:], kernel_hw, stride_hw)
-    windows = xp.stack([x[:, :, rows, cols] for _, _, rows, cols in kernel_offsets(kernel_hw, stride_hw, out_hw)])
     if pooling == "average":
+        # Offset by offset, so the sum runs in one order on every library (and as the fast paths add).
+        windows = xp.stack([x[:, :, rows, cols] for _, _, rows, cols in kernel_offsets(kernel_hw, stride_hw, out_hw)])
         return xp.sum(windows, axis=0) / (kernel_hw[0] * kernel_hw[1]), None
-    return xp.max(windows, axis=0), (xp.argmax(windows, axis=0) if need_argmax else None)
+    # Max and argmax do not depend on an order: every window in one gather.
+    windows = gather_columns(x, kernel_hw, stride_hw, NO_PADDING, shape=(n, c, kernel_hw[0] * kernel_hw[1], -1))
+    argmax = xp.reshape(xp.argmax(windows, axis=2), (n, c, *out_hw)) if need_argmax else None
+    return xp.reshape(xp.max(windows, axis=2), (n, c, *out_hw)), argmax
 
 
 @overridable("pool2d_backward")
@@ -64,6 +74,12 @@ def pool2d_backward(dy, input_hw, kernel_hw, stride_hw, pooling="max", argmax=No
     return dx
 
 
+@functools.lru_cache(maxsize=64)
+def _window_offsets(backend, kh, kw):
+    """``i * kw + j`` at ``[i, 0, j]``: each window position's offset, shaped to broadcast over ``(.., kh, ., kw)``."""
+    return backend.asarray(np.arange(kh * kw).reshape(kh, 1, kw))
+
+
 def _routed(dy, kernel_hw, pooling, argmax):
     """The gradient each window offset ``(i, j)`` receives, as ``(n, c, oh, kh, ow, kw)``."""
     xp = namespace(dy)
@@ -72,6 +88,6 @@ def _routed(dy, kernel_hw, pooling, argmax):
     if pooling == "average":
         share = xp.reshape(dy / (kh * kw), (n, c, oh, 1, ow, 1))
         return xp.broadcast_to(share, (n, c, oh, kh, ow, kw))
-    offsets = xp.reshape(xp.arange(kh * kw, device=device(dy)), (kh, 1, kw))  # i * kw + j at (i, ., j)
+    offsets = _window_offsets(backend_of(dy), kh, kw)
     chosen = xp.reshape(argmax, (n, c, oh, 1, ow, 1)) == offsets
     return xp.where(chosen, xp.reshape(dy, (n, c, oh, 1, ow, 1)), 0.0)
