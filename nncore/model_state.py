@@ -42,16 +42,25 @@ MAX_SIZE = 2**40  # no layer size, count or shape entry in a file may exceed thi
 
 def save(model, path):
     """Write ``model`` to ``path`` (see :meth:`nncore.CNN.save`); returns the path."""
-    parallel = model.comm
-    if parallel is not None and parallel.Get_rank() != 0:
-        parallel.Barrier()  # rank 0 writes; the file exists when this returns
-        return io.npz_path(path)
-    try:
+    comm = model.comm
+    if comm is None:
         metadata, arrays = file_parts(model)
         return io.write(path, metadata, arrays)
-    finally:
-        if parallel is not None:
-            parallel.Barrier()
+    # After a distributed fit rank 0 writes; the others get its outcome: the path, or the same error.
+    outcome = None
+    if comm.Get_rank() == 0:
+        try:
+            metadata, arrays = file_parts(model)
+            outcome = io.write(path, metadata, arrays)
+        except Exception as exc:
+            comm.bcast((type(exc), str(exc)), root=0)
+            raise
+    outcome = comm.bcast(outcome, root=0)
+    if isinstance(outcome, tuple):
+        kind, message = outcome
+        raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(
+            f"rank 0 could not save the model: {message}")
+    return outcome
 
 
 def file_parts(model):

@@ -28,22 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 TIMEOUT = 60  # seconds for one mpiexec run; the scripts take a few seconds
 
-# Known faults of the distributed fit in nncore/training.py and nncore/model_state.py (strict: a fix makes
-# the test pass, which then fails as XPASS until the mark is removed).
-START_LOSS_DIFFERS = (
-    "with comm, Trainer measures absurd growth against the first EPOCH's mean loss instead of the first "
-    "minibatch's, so eta=1.4 diverges in epoch 2 instead of 1. Fix: after the first step, start_loss = "
-    "parallel.sum_floats([float(loss) * (hi - lo) / (stop - start)])[0] (an empty share adds 0)")
-SCHEDULER_STATE_NOT_SHARED = (
-    "synchronise_start broadcasts the parameters and the shuffling RNG but not the scheduler state (Adam's "
-    "moments and step count), so processes that start from different states apply different updates. Fix: "
-    "broadcast each group's scheduler state arrays with parallel.broadcast and its scalars with broadcast_object")
-SAVE_FAILURE_ONLY_ON_ROOT = (
-    "model_state.save: when rank 0 cannot write, the others pass the barrier and return a path that does not "
-    "exist. Fix: rank 0 sends the outcome (path, or the exception's type and message) with broadcast_object "
-    "instead of the barrier, and every other process raises the same exception type")
-
-
 # ---- a pretend communicator -----------------------------------------------------------------------
 
 
@@ -492,8 +476,7 @@ def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("errors,eta,epoch", [
-    ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1), ("inject", 0.1, 1),
-    pytest.param("ignore", 1.4, 1, marks=pytest.mark.xfail(strict=True, reason=START_LOSS_DIFFERS))])
+    ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1), ("inject", 0.1, 1), ("ignore", 1.4, 1)])
 def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, launcher, errors, eta, epoch):
     """As in one process: TrainingDivergedError in the same epoch, with the weights of the epoch before,
     on every process; whether the loss grows absurdly (eta 1.2: measured against the first minibatch's
@@ -525,7 +508,6 @@ def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path, launcher):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SCHEDULER_STATE_NOT_SHARED)
 def test_rank_0s_scheduler_state_wins_too(tmp_path, launcher):
     """Rank 0 one epoch ahead (weights, Adam moments and step count): after two distributed epochs every
     process holds what one process gets from one epoch and then two more."""
@@ -538,7 +520,6 @@ def test_rank_0s_scheduler_state_wins_too(tmp_path, launcher):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SAVE_FAILURE_ONLY_ON_ROOT)
 def test_a_save_that_fails_on_rank_0_fails_everywhere(tmp_path, launcher):
     run_script("save_fail.py", 2, tmp_path)
     errors = [r["error"] for r in rank_files(tmp_path, 2, ".json")]
