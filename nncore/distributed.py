@@ -83,7 +83,7 @@ def world():
         from mpi4py import MPI
     except ImportError as exc:
         raise ImportError(f"this process is one of {size} started by an MPI launcher, but mpi4py is not installed; "
-                          'install it with `pip install "nncore-cnn[mpi]"` (mpi4py and MPICH)') from exc
+                          'install it with `pip install mpi4py mpich`, or `pip install ".[mpi]"` from a clone of nncore') from exc
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         raise RuntimeError(f"the MPI launcher started {size} processes but mpi4py's MPI sees only this one: mpiexec "
