@@ -34,6 +34,7 @@ from backends import dtype_name, to_numpy
 from . import costs, io, schedulers
 from .layer_stack import COURSE_NAMES
 from .layers import LAYERS, layer_class
+from .validation import registered_name
 
 FORMAT = "nncore.CNN"
 FORMAT_VERSION = 1
@@ -77,7 +78,7 @@ def file_parts(model):
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "nncore_version": __version__,
         "saved_from_backend": model.backend.name, "dtype": dtype_name(model.dtype), "seed": seed,
-        "cost_func": _registered_name(costs.COSTS, model.cost_func, "cost function", "nncore.costs.COSTS"),
+        "cost_func": _cost_name(model.cost_func),
         "scheduler": _scheduler_json(model.scheduler, "the CNN"),
         "input_shape": None if model.input_shape is None else [int(s) for s in model.input_shape],
         "rng": {"init": _rng_json(model.init_rng), "shuffle": _rng_json(model.shuffle_rng)},
@@ -268,14 +269,11 @@ def _short(value, limit=200):
 # ---- names, schedulers and generators --------------------------------------------------------
 
 
-def _registered_name(registry, func, what, registry_name):
-    for name, value in registry.items():
-        if value is func:
-            return name
-    label = getattr(func, "__name__", repr(func))
-    raise ValueError(f"save: the CNN uses the {what} {label!r}, which is not in {registry_name}; nncore saves "
-                     f"functions by name only (no pickle), so register it first (e.g. {registry_name}"
-                     f"[{label!r}] = {label}) and do the same before loading")
+def _cost_name(cost_func):
+    try:
+        return registered_name(costs.COSTS, cost_func, "cost function", "nncore.costs.COSTS")
+    except ValueError as exc:
+        raise ValueError(f"save: the CNN {exc}") from None
 
 
 def _scheduler_json(scheduler, where):
