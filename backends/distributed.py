@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+import weakref
 
 import numpy as np
 
@@ -127,9 +128,19 @@ class Collectives:
     # ---- NCCL --------------------------------------------------------------------------
 
     def _nccl_comm(self):
-        """The NCCL communicator, created on first use when every process can use NCCL; else ``False``."""
+        """The NCCL communicator, created on first use when every process can use NCCL; else ``False``.
+
+        One per (MPI communicator, GPU) for the life of the communicator: ``fit`` makes a new
+        :class:`Collectives` per call, and starting NCCL costs far more than a training step.
+        """
         if self._nccl is None:
-            self._nccl = self._create_nccl() if self.backend.name == "cupy" else False
+            if self.backend.name != "cupy":
+                self._nccl = False
+            else:
+                self._nccl = _cached_nccl(self.comm, self.backend.device.id)
+                if self._nccl is None:
+                    self._nccl = self._create_nccl()
+                    _NCCL_CACHE.append((weakref.ref(self.comm), self.backend.device.id, self._nccl))
         return self._nccl
 
     def _create_nccl(self):
@@ -153,6 +164,20 @@ class Collectives:
                               "backend=get_backend('cupy', local_rank % gpus_per_node)", stacklevel=2)
             return False
         return communicator
+
+
+# (weak reference to an MPI communicator, GPU number, NCCL communicator or False); mpi4py's
+# communicators cannot be dictionary keys (unhashable), and a weak reference lets a freed one go.
+_NCCL_CACHE = []
+
+
+def _cached_nccl(comm, device_id):
+    """The NCCL communicator (or False) made before for ``comm`` on GPU ``device_id``; None if none."""
+    _NCCL_CACHE[:] = [entry for entry in _NCCL_CACHE if entry[0]() is not None]
+    for ref, device, nccl in _NCCL_CACHE:
+        if ref() is comm and device == device_id:
+            return nccl
+    return None
 
 
 def _mpi_in_place(comm):

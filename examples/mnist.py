@@ -74,9 +74,15 @@ def main(argv=None):
               "synthetic IDX files it writes itself.", file=sys.stderr)
         return 2
     use_agg_unless_interactive()
+    comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
+    is_root = distributed.root_prints_only(comm)
     data_dir, name = args.data_dir, args.dataset_name
     if data_dir is None:  # --quick without data: a smoke run on made-up images
-        data_dir, name = write_synthetic_idx(args.out / "synthetic-idx", seed=args.seed), "synthetic"
+        data_dir, name = args.out / "synthetic-idx", "synthetic"
+        if is_root:
+            write_synthetic_idx(data_dir, seed=args.seed)
+        if comm is not None:
+            comm.Barrier()  # the files are complete before any process reads them
     dataset = idx_dataset_name(data_dir, name)
     try:
         X_train, t_train, X_test, t_test = load_mnist(data_dir)
@@ -93,8 +99,6 @@ def main(argv=None):
     n_val = min(VALIDATION, len(X_train) // 10)
     X_fit, t_fit, X_val, t_val = X_train[:-n_val], t_train[:-n_val], X_train[-n_val:], t_train[-n_val:]
 
-    comm = distributed.world()  # under mpiexec -n N: train data-parallel, print and write files once
-    is_root = distributed.root_prints_only(comm)
     cnn = lenet(args.seed, args.backend)
     cnn.summary(input_shape=X_fit.shape[1:])
     print(f"training on {len(X_fit)} {dataset} images ({len(X_val)} held out for validation), "

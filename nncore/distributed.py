@@ -83,7 +83,7 @@ def world():
         from mpi4py import MPI
     except ImportError as exc:
         raise ImportError(f"this process is one of {size} started by an MPI launcher, but mpi4py is not installed; "
-                          'install it with `pip install "nncore[mpi]"` (mpi4py and MPICH)') from exc
+                          'install it with `pip install mpi4py mpich`, or `pip install ".[mpi]"` from a clone of nncore') from exc
     comm = MPI.COMM_WORLD
     if comm.Get_size() == 1:
         raise RuntimeError(f"the MPI launcher started {size} processes but mpi4py's MPI sees only this one: mpiexec "
@@ -113,8 +113,8 @@ def _abort_on_uncaught_exception(comm):
         return
     previous = sys.excepthook
 
-    def hook(kind, value, traceback):
-        previous(kind, value, traceback)  # the traceback first, then bring the other processes down
+    def hook(kind, value, tb):
+        previous(kind, value, tb)  # the traceback first, then bring the other processes down
         _abort(comm, f"uncaught {kind.__name__}; stopping all {comm.Get_size()} processes")
 
     sys.excepthook = hook

@@ -1,11 +1,11 @@
 """The nncore model file: a ``.npz`` of JSON metadata and named arrays; no pickle, no network.
 
-``nncore_metadata.npy`` holds one JSON object (UTF-8, 1-D ``uint8``) starting ``{"format": "nncore.CNN",
+``nncore_metadata.npy`` holds one JSON object (UTF-8, 1-D ``uint8``), ``{"format": "nncore.CNN",
 "format_version": 1, ...}``; each other ``<name>.npy`` one numeric array. :func:`read` checks the zip
-directory, every ``.npy`` header and the metadata before it allocates, then reads an array only when asked,
-against the caller's dtype and shape: a hostile file gets a :class:`ModelFileError` naming the file and the
-member or field, in time linear in its size. :func:`write` is atomic; a killed save leaves one
-``.<name>.nncore-tmp``, which the next save of the target removes.
+directory, every ``.npy`` header and the metadata before it allocates; arrays are read only when asked, against
+the caller's dtype and shape. A hostile file gets a :class:`ModelFileError` naming the file and the member or
+field, in time linear in its size. :func:`write` is atomic; a killed save leaves one ``.<name>.nncore-tmp``,
+which the next save of the target removes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import math
 import os
 import signal
 import struct
+import threading
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -41,13 +42,11 @@ MAX_NPY_HEADER = 10_000  # bytes; NumPy's own limit for untrusted files
 _KINDS = {"b": "booleans", "i": "integers", "u": "integers", "f": "floats"}
 _METHODS = {12: "bzip2", 14: "lzma", 9: "deflate64", 93: "zstandard", 95: "xz", 98: "ppmd"}
 _DEFLATE_MAX_RATIO = 1032  # no deflate stream inflates more (RFC 1951: 258 bytes from 2 bits)
-_SIGMASK = hasattr(signal, "pthread_sigmask")
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError, struct.error)
 
 
 class ModelFileError(ValueError):
     """A model file that cannot be read; the message names the file and the member or field."""
-
 
 
 def write(path, metadata, arrays):
@@ -60,17 +59,16 @@ def write(path, metadata, arrays):
     target = npz_path(path)
     _check_finite(metadata, "metadata")
     text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata}, allow_nan=False).encode()
-    if len(text) > MAX_METADATA_BYTES:
-        raise ValueError(f"the metadata is {len(text)} bytes of JSON, more than the {MAX_METADATA_BYTES} a file "
-                         "may hold; store large data as arrays")
+    values = _json_values(text)
+    if len(text) > MAX_METADATA_BYTES or values > MAX_JSON_VALUES:
+        raise ValueError(f"the metadata is {len(text)} bytes of JSON with about {values} keys and values (at most "
+                         f"{MAX_METADATA_BYTES} and {MAX_JSON_VALUES}); store large data as arrays")
     members = {METADATA_KEY: np.frombuffer(text, dtype=np.uint8), **_checked_arrays(arrays)}
     try:
         _atomic_write(target, members)
     except OSError as exc:
         message = f"cannot write the model file '{target}': {exc.strerror or exc}"
-        named = OSError(exc.errno, message) if exc.errno else OSError(message)  # the errno picks the subclass
-        named.filename = str(target)
-        raise named from exc
+        raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc  # errno picks the subclass
     return target
 
 
@@ -86,8 +84,8 @@ def _check_finite(value, where, depth=0):
         raise ValueError(f"{where} is {value}; only finite numbers can be saved")
     if isinstance(value, (Mapping, list, tuple)) and depth >= MAX_JSON_DEPTH:
         raise ValueError(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels")
-    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, (list, tuple)) else ()
-    for key, item in items:
+    nested = isinstance(value, (list, tuple))
+    for key, item in value.items() if isinstance(value, Mapping) else enumerate(value) if nested else ():
         _check_finite(item, f"{where}[{key!r}]", depth + 1)
 
 
@@ -139,20 +137,13 @@ def _temp_name(name):
 
 @contextlib.contextmanager
 def _claimed(tmp):
-    """Yield ``(fd, tmp)``: a fresh file at ``tmp``, locked by this process, removed on any exception.
-
-    Only the holder of the lock on the file at ``tmp`` removes or renames it (a concurrent save of the
-    same target waits); a killed save's leftover, whose lock died with it, is removed and made afresh.
-    """
+    """Yield ``(fd, tmp)``: a fresh file at ``tmp``, locked by this process, removed on any exception. Only the
+    lock holder removes or renames it (a concurrent save waits); a leftover (its lock died with it) goes first."""
     fd, created, owned = None, False, False
     try:
         while not owned:
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _SIGMASK else None
-            try:  # with SIGINT held, no KeyboardInterrupt can come between open() and the assignment
+            with _ctrl_c_held():  # no KeyboardInterrupt between open() and the assignment
                 fd, created = _open_temp(tmp)
-            finally:
-                if _SIGMASK:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             owned = _own(fd, tmp, blocking=True)
             if owned and not created:
                 os.unlink(tmp)  # a leftover: start afresh, with the default mode
@@ -177,8 +168,28 @@ def _open_temp(tmp):
     while True:
         with contextlib.suppress(FileExistsError):
             return os.open(tmp, flags | os.O_CREAT | os.O_EXCL, 0o666), True  # the umask decides the mode
+        if os.path.islink(tmp):
+            os.unlink(tmp)  # a symlink planted at the temporary name is removed, never written through
+            continue
         with contextlib.suppress(FileNotFoundError):
             return os.open(tmp, flags | getattr(os, "O_NOFOLLOW", 0)), False
+
+
+@contextlib.contextmanager
+def _ctrl_c_held():
+    """Hold a Ctrl-C back until the block is done (a signal mask would not do: a BLAS thread takes the signal
+    and Python raises in the main thread, the only one ever to get a ``KeyboardInterrupt``)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(*caught[0])  # now: the caller's clean-up handles it
 
 
 def _own(fd, path, blocking):
@@ -196,10 +207,7 @@ def _own(fd, path, blocking):
 
 
 def read(path):
-    """The checked :class:`Archive` of ``path`` (also tried with ``.npz``); a context manager, or :meth:`close` it.
-
-    Raises ``FileNotFoundError`` or :class:`ModelFileError`; nothing in the file is executed or unpickled.
-    """
+    """The checked :class:`Archive` of ``path`` (also tried with ``.npz``): a context manager, or :meth:`close` it."""
     path = Path(os.fspath(path))
     if not path.exists() and path.suffix != ".npz" and npz_path(path).exists():
         path = npz_path(path)
@@ -211,7 +219,7 @@ def read(path):
         raise
 
 
-class Archive:
+class Archive(contextlib.AbstractContextManager):
     """A checked model file (made by :func:`read`): ``path``, ``metadata`` (the parsed JSON) and its arrays."""
 
     def __init__(self, path, handle):
@@ -253,7 +261,8 @@ class Archive:
                 raise self.error(field, f"the array {name!r} is missing")
         extra = sorted(set(self._headers) - set(fields))
         if extra:
-            raise self.error(None, f"it holds {len(extra)} unexpected array(s): {_shown(extra)[1:-1]}")
+            shown = _shown(", ".join(map(repr, extra)), False)
+            raise self.error(None, f"it holds {len(extra)} unexpected array(s): {shown}")
 
     def array(self, name, shape, dtype, *, finite=True, field=None):
         """The array ``name`` as a writable ``numpy.ndarray``, once its header shows exactly ``dtype`` and ``shape``.
@@ -287,9 +296,6 @@ class Archive:
     def close(self):
         self._zip.close()
         self._handle.close()
-
-    def __enter__(self):
-        return self
 
     def __exit__(self, *exc_info):
         self.close()
@@ -337,8 +343,7 @@ class Archive:
                 raise self._fail(f"its entry {name!r} is not a NumPy array (.npy) of a known version")
             if magic[6] > 1:
                 magic += stream.read(2)
-            size_format = "<H" if magic[6] == 1 else "<I"
-            (length,) = struct.unpack(size_format, magic[8:])
+            (length,) = struct.unpack("<H" if magic[6] == 1 else "<I", magic[8:])
             if length > MAX_NPY_HEADER:
                 raise self._fail(f"its entry {name!r} has a .npy header of {length} bytes (at most {MAX_NPY_HEADER})")
             header = _io.BytesIO(magic[8:] + stream.read(length))
@@ -409,7 +414,7 @@ def _check_magic(head, name):
 
 def _parse_json(raw, fail):
     """The metadata, once a linear count of its keys and values (some 50-100 bytes each once parsed) allows."""
-    values = sum(raw.count(mark) for mark in (b"[", b"{", b",", b":"))  # one per key or value (strings' too)
+    values = _json_values(raw)
     if values > MAX_JSON_VALUES:
         raise fail(f"its metadata holds about {values} keys and values (at most {MAX_JSON_VALUES})")
     try:
@@ -421,6 +426,11 @@ def _parse_json(raw, fail):
         raise fail("its metadata is nested too deeply (more levels than Python's recursion limit)") from None
     except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise fail(f"its metadata is not valid JSON ({_shown(str(exc), False)})") from None
+
+
+def _json_values(text):
+    """About how many keys and values the JSON ``text`` holds (one ``[{,:`` each; those in strings count too)."""
+    return sum(text.count(mark) for mark in b"[{,:")
 
 
 def _unique_keys(pairs):

@@ -34,6 +34,7 @@ from backends import dtype_name, to_numpy
 from . import costs, io, schedulers
 from .layer_stack import COURSE_NAMES
 from .layers import LAYERS, layer_class
+from .validation import registered_name
 
 FORMAT = "nncore.CNN"
 FORMAT_VERSION = 1
@@ -42,16 +43,25 @@ MAX_SIZE = 2**40  # no layer size, count or shape entry in a file may exceed thi
 
 def save(model, path):
     """Write ``model`` to ``path`` (see :meth:`nncore.CNN.save`); returns the path."""
-    parallel = model.comm
-    if parallel is not None and parallel.Get_rank() != 0:
-        parallel.Barrier()  # rank 0 writes; the file exists when this returns
-        return io.npz_path(path)
-    try:
+    comm = model.comm
+    if comm is None:
         metadata, arrays = file_parts(model)
         return io.write(path, metadata, arrays)
-    finally:
-        if parallel is not None:
-            parallel.Barrier()
+    # After a distributed fit rank 0 writes; the others get its outcome: the path, or the same error.
+    outcome = None
+    if comm.Get_rank() == 0:
+        try:
+            metadata, arrays = file_parts(model)
+            outcome = io.write(path, metadata, arrays)
+        except Exception as exc:
+            comm.bcast((type(exc), str(exc)), root=0)
+            raise
+    outcome = comm.bcast(outcome, root=0)
+    if isinstance(outcome, tuple):
+        kind, message = outcome
+        raise (kind if isinstance(kind, type) and issubclass(kind, Exception) else RuntimeError)(
+            f"rank 0 could not save the model: {message}")
+    return outcome
 
 
 def file_parts(model):
@@ -68,7 +78,7 @@ def file_parts(model):
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "nncore_version": __version__,
         "saved_from_backend": model.backend.name, "dtype": dtype_name(model.dtype), "seed": seed,
-        "cost_func": _registered_name(costs.COSTS, model.cost_func, "cost function", "nncore.costs.COSTS"),
+        "cost_func": _cost_name(model.cost_func),
         "scheduler": _scheduler_json(model.scheduler, "the CNN"),
         "input_shape": None if model.input_shape is None else [int(s) for s in model.input_shape],
         "rng": {"init": _rng_json(model.init_rng), "shuffle": _rng_json(model.shuffle_rng)},
@@ -259,14 +269,11 @@ def _short(value, limit=200):
 # ---- names, schedulers and generators --------------------------------------------------------
 
 
-def _registered_name(registry, func, what, registry_name):
-    for name, value in registry.items():
-        if value is func:
-            return name
-    label = getattr(func, "__name__", repr(func))
-    raise ValueError(f"save: the CNN uses the {what} {label!r}, which is not in {registry_name}; nncore saves "
-                     f"functions by name only (no pickle), so register it first (e.g. {registry_name}"
-                     f"[{label!r}] = {label}) and do the same before loading")
+def _cost_name(cost_func):
+    try:
+        return registered_name(costs.COSTS, cost_func, "cost function", "nncore.costs.COSTS")
+    except ValueError as exc:
+        raise ValueError(f"save: the CNN {exc}") from None
 
 
 def _scheduler_json(scheduler, where):

@@ -92,6 +92,7 @@ class Trainer:
         self.lam, self.shuffle, self.validation, self.parallel = lam, shuffle, validation, parallel
         self.xp = model.backend.xp
         self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
+        self.start_share = 0.0  # this process's part of it (distributed training; an empty share adds 0)
         self.interrupted = False  # a Ctrl-C that waits for the end of a step (or, distributed, the all-reduce)
         self.in_step = False
         self.failure = None  # a floating-point error in some process's share (distributed training only)
@@ -154,6 +155,8 @@ class Trainer:
                     gradient = self.reduce(gradient, (stop - start) / weight)
                     if self.failure is not None:  # on some process: every process stops here, unchanged
                         raise FloatingPointError(self.failure)
+                    if self.start_loss is None:  # the global first minibatch's loss, as one process measures it
+                        self.start_loss = parallel.sum_floats([self.start_share])[0] / weight
                 self.in_step = True
                 try:
                     model.parameters.step(gradient, self.lam)
@@ -166,8 +169,6 @@ class Trainer:
             loss_sum, hit_sum = self.epoch_totals(losses, hits)
             if parallel is not None:
                 loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
-                if self.start_loss is None:
-                    self.start_loss = loss_sum / n
         except (FloatingPointError, RuntimeWarning) as exc:
             # Overflow warnings turned into errors (np.seterr, -W error): the same divergence.
             return math.nan, math.nan, f"a floating-point error occurred ({type(exc).__name__}: {exc})"
@@ -190,6 +191,8 @@ class Trainer:
             loss = model.cost_func(t_batch)(output)
             if self.start_loss is None and self.parallel is None:
                 self.start_loss = float(loss)  # one host round trip per fit
+            elif self.start_loss is None:
+                self.start_share = float(loss) * (stop - start)  # summed over the processes after the step
             losses.append((loss, stop - start))
             hits.append(model._hits(output, t_batch, total=False))
             model._backpropagate(t_batch)
@@ -256,9 +259,26 @@ class Trainer:
     # ---- data-parallel pieces -----------------------------------------------------------------
 
     def synchronise_start(self):
-        """The same weights and shuffling on every process: rank 0's."""
+        """The same weights, scheduler state and shuffling on every process: rank 0's."""
         model, parallel = self.model, self.parallel
-        model.parameters.bind(parallel.broadcast(model.parameters.flat))
+        parameters = model.parameters
+        parameters.bind(parallel.broadcast(parameters.flat))
+        for scheduler, *_ in parameters.groups:
+            state = scheduler.state_dict()
+            arrays = {key for key, value in state.items() if value is not None and not isinstance(value, int)}
+            # Which arrays exist and the step count come as one small object; the arrays follow.
+            layout = parallel.broadcast_object({key: (key in arrays) if key != "t" else value
+                                                for key, value in state.items()})
+            synced = {}
+            for key, present in layout.items():
+                if key == "t":
+                    synced[key] = present
+                elif present:
+                    local = state[key] if key in arrays else self.xp.zeros_like(parameters.flat)
+                    synced[key] = parallel.broadcast(local)
+                else:
+                    synced[key] = None
+            scheduler.load_state_dict(synced)
         model.shuffle_rng.bit_generator.state = parallel.broadcast_object(model.shuffle_rng.bit_generator.state)
 
     def reduce(self, gradient, share):

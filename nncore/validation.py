@@ -27,6 +27,20 @@ def check_non_negative_number(name, value):
     return value
 
 
+def registered_name(registry, value, what, registry_name):
+    """The key of ``value`` in ``registry`` (nncore stores functions by name); a clear ValueError otherwise.
+
+    The message reads on after the thing that uses ``value``, e.g. "layer 0 (...) uses the activation ...".
+    """
+    for name, entry in registry.items():
+        if entry is value:
+            return name
+    label = getattr(value, "__name__", repr(value))
+    raise ValueError(f"uses the {what} {label!r}, which is not in {registry_name}; nncore saves functions by name "
+                     f"only (no pickle), so register it first ({registry_name}[{label.lower()!r}] = {label}) and do "
+                     "the same before loading")
+
+
 def as_host_or_device_array(x, what):
     """``x`` itself if it is an array of a supported library, else ``numpy.asarray(x)`` with a clear error."""
     if hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, np.generic):

@@ -28,20 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "mpi_scripts"
 TIMEOUT = 60  # seconds for one mpiexec run; the scripts take a few seconds
 
-# Known faults of nncore/training.py's distributed fit (strict: a fix makes these tests pass, and then fail
-# as XPASS until the mark is removed).
-ONE_PROCESS_OVERFLOW_HANGS = (
-    "Trainer.train_epoch turns a FloatingPointError into divergence on the process where it happens only; the "
-    "others wait in the next all-reduce forever. Fix: catch it per step, send a zero gradient plus a second "
-    "flag element through the all-reduce, and let every process see the flag and report the divergence")
-NON_ROOT_SAVE_BROKEN = (
-    "model_state.save on a rank other than 0 returns io.npz_path(path), which nncore.io does not define (it has "
-    "_npz_path): make it public in io.py, or call the name io.py has")
-PARTIAL_EPOCH_SCORED = (
-    "after a deferred Ctrl-C, Trainer.run records the scores of the epoch cut short (one process records only "
-    "completed epochs). Fix: train_epoch returns that it was interrupted and run stops before scores.record")
-
-
 # ---- a pretend communicator -----------------------------------------------------------------------
 
 
@@ -90,7 +76,7 @@ class FakeComm:
 
 @pytest.fixture
 def mpi():
-    return pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore[mpi]')")
+    return pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore-cnn[mpi]')")
 
 
 # ---- shares of a batch ------------------------------------------------------------------------------
@@ -196,6 +182,23 @@ def test_abort_names_the_rank_and_ends_every_process(monkeypatch, capsys):
     assert capsys.readouterr().err == "nncore rank 1: fit failed: ValueError: bad\n"
 
 
+def test_nccl_communicators_are_kept_per_communicator_and_gpu(monkeypatch):
+    """One NCCL communicator per (MPI communicator, GPU), forgotten with the MPI communicator."""
+    import gc
+    import weakref
+
+    from backends import distributed as moves
+
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    first, second = FakeComm(), FakeComm()
+    moves._NCCL_CACHE.append((weakref.ref(first), 0, "nccl of first on GPU 0"))
+    assert moves._cached_nccl(first, 0) == "nccl of first on GPU 0"
+    assert moves._cached_nccl(first, 1) is None and moves._cached_nccl(second, 0) is None
+    del first
+    gc.collect()
+    assert moves._cached_nccl(second, 0) is None and moves._NCCL_CACHE == []
+
+
 # ---- with a real communicator of one process ------------------------------------------------------
 
 
@@ -223,20 +226,106 @@ def test_comm_self_on_another_device(mpi, strict_device1):
     assert to_numpy(parallel.broadcast(gradient)).tolist() == [0.5, 1.5]
 
 
+class FakeNccl:
+    """Stands in for ``cupy.cuda.nccl``: records the communicators made and the calls on them."""
+
+    NCCL_FLOAT32, NCCL_FLOAT64, NCCL_SUM = 7, 8, 0
+    available = True
+
+    def __init__(self):
+        self.made, self.calls = [], []
+        fake = self
+
+        class NcclCommunicator:
+            def __init__(self, size, unique_id, rank):
+                fake.made.append((size, unique_id, rank))
+
+            def allReduce(self, send, recv, count, datatype, op, stream):
+                fake.calls.append(("allReduce", send, recv, count, datatype, op, stream))
+
+            def bcast(self, buff, count, datatype, root, stream):
+                fake.calls.append(("bcast", buff, count, datatype, root, stream))
+
+        self.NcclCommunicator = NcclCommunicator
+
+    def get_unique_id(self):
+        return ("unique", "id")
+
+
+class FakeDeviceArray:
+    """A GPU array as the NCCL path sees it: ``data.ptr``, ``size``, ``dtype``, ``ndim``."""
+
+    def __init__(self, ptr, size, dtype):
+        self.data = type("Memory", (), {"ptr": ptr})()
+        self.size, self.dtype, self.ndim = size, np.dtype(dtype), 1
+
+
+def test_the_nccl_path_without_a_gpu(monkeypatch):
+    """backends/distributed.py's NCCL calls with a stand-in for cupy.cuda.nccl: the unique id from rank 0
+    over MPI, one NCCL communicator per MPI communicator and GPU (kept across DataParallel objects, as
+    across fit calls), in-place all-reduce and broadcast of the whole buffer on the current stream."""
+    import contextlib
+
+    from backends import Backend
+    from backends import distributed as moves
+
+    nccl = FakeNccl()
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    monkeypatch.setattr(moves, "_nccl_module", lambda: nccl)
+    monkeypatch.setattr(moves, "_contiguous_cupy", lambda array: array)
+    monkeypatch.setattr(moves, "_cupy_stream", lambda: 1234)
+    monkeypatch.delenv("NNCORE_NCCL", raising=False)
+    device = type("Device", (contextlib.nullcontext,), {"id": 3})()
+    gpu = Backend("cupy", None, device)
+    comm = FakeComm(rank=1, size=2, others=[1, 0], from_root=[("unique", "id")])  # the other process has NCCL too
+    first = DataParallel(comm, gpu)
+    gradient = FakeDeviceArray(ptr=4096, size=11, dtype="float64")
+    assert first.allreduce(gradient) is gradient
+    assert nccl.made == [(2, ("unique", "id"), 1)]
+    assert nccl.calls == [("allReduce", 4096, 4096, 11, nccl.NCCL_FLOAT64, nccl.NCCL_SUM, 1234)]
+    assert comm.calls == ["allreduce", "bcast", "allreduce"]  # agree, unique id, agree nothing failed
+    second = DataParallel(comm, gpu)  # a later fit on the same communicator and GPU
+    weights = FakeDeviceArray(ptr=8192, size=5, dtype="float32")
+    assert second.broadcast(weights) is weights and second.transport == "nccl"
+    assert nccl.calls[-1] == ("bcast", 8192, 5, nccl.NCCL_FLOAT32, 0, 1234)
+    assert len(nccl.made) == 1 and comm.calls == ["allreduce", "bcast", "allreduce"]  # no second NCCL start
+
+
+def test_without_nccl_on_every_process_cupy_arrays_go_through_the_host(monkeypatch):
+    """One process lacks NCCL (or sets NNCORE_NCCL=0): all of them use host-staged MPI, none starts NCCL."""
+    from backends import Backend
+    from backends import distributed as moves
+
+    nccl = FakeNccl()
+    monkeypatch.setattr(moves, "_NCCL_CACHE", [])
+    monkeypatch.setattr(moves, "_nccl_module", lambda: nccl)
+    monkeypatch.setenv("NNCORE_NCCL", "0")
+    comm = FakeComm(rank=0, size=2, others=[1])  # the other process would have it
+    gpu = Backend("cupy", None, type("Device", (), {"id": 0})())
+    assert DataParallel(comm, gpu).transport == "mpi-host-staged"
+    assert nccl.made == [] and comm.calls == ["allreduce"]
+
+
 @pytest.mark.gpu
-def test_comm_self_on_cupy_uses_nccl_when_built_in(mpi):
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cupy_arrays_go_through_nccl_when_cupy_has_it(dtype):
+    """A group of one process (a pretend communicator: no mpi4py needed on the GPU machine): NCCL's
+    all-reduce and broadcast run on the GPU, in place, and hand back the same numbers."""
     from backends import available
 
     if "cupy" not in available():
         pytest.skip("needs CuPy and a CUDA GPU")
     from backends.distributed import _nccl_module
 
+    nccl = _nccl_module() is not None
+    # The agreement on NCCL (and, without it, the host-staged sum) are the communicator's reductions.
+    comm = FakeComm(rank=0, size=1, others=[0, 0] if nccl else [0, np.zeros(3, dtype=dtype)])
     be = get_backend("cupy")
-    parallel = DataParallel(mpi.COMM_SELF, be)
-    assert parallel.transport == ("nccl" if _nccl_module() is not None else "mpi-host-staged")
-    gradient = be.asarray(np.array([1.0, 2.0, -3.0]), dtype="float32")
+    parallel = DataParallel(comm, be)
+    gradient = be.asarray(np.array([1.0, 2.0, -3.0]), dtype=dtype)
     out = parallel.allreduce(gradient)
-    assert be.owns(out) and out.dtype == be.dtype("float32")
+    assert parallel.transport == ("nccl" if nccl else "mpi-host-staged")
+    assert be.owns(out) and out.dtype == be.dtype(dtype)
     np.testing.assert_array_equal(to_numpy(out), [1.0, 2.0, -3.0])
     np.testing.assert_array_equal(to_numpy(parallel.broadcast(out)), [1.0, 2.0, -3.0])
 
@@ -285,10 +374,10 @@ def test_launched_size_and_local_rank_from_the_environment(monkeypatch):
 
 def mpiexec():
     """The mpiexec of the MPI that mpi4py uses (pip's MPICH puts it next to python), else the one on PATH."""
-    pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore[mpi]')")
+    pytest.importorskip("mpi4py.MPI", reason="mpi4py is not installed (pip install 'nncore-cnn[mpi]')")
     found = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
     if found is None:
-        pytest.skip("mpiexec is not installed (pip install 'nncore[mpi]' brings MPICH's)")
+        pytest.skip("mpiexec is not installed (pip install 'nncore-cnn[mpi]' brings MPICH's)")
     return found
 
 
@@ -296,6 +385,12 @@ def python_command(processes, *args):
     """``python *args`` alone (``processes=1``) or under ``mpiexec -n processes``."""
     command = [sys.executable, *map(str, args)]
     return [mpiexec(), "-n", str(processes), *command] if processes > 1 else command
+
+
+@pytest.fixture
+def launcher():
+    """mpiexec (skips the test early where there is none)."""
+    return mpiexec()
 
 
 def script_command(script, processes, *args):
@@ -344,7 +439,7 @@ def rank_files(out, processes, suffix=".npz"):
 
 
 @pytest.mark.slow
-def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
+def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path, launcher):
     """distributed.world()'s exception hook: rank 0 would otherwise wait at a barrier forever."""
     started = time.monotonic()
     code, _, stderr = run_script("uncaught.py", 2, tmp_path, ok=False)
@@ -355,7 +450,7 @@ def test_an_uncaught_exception_on_one_process_ends_all_of_them(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("processes,batch_size", [(2, 7), (3, 7), (3, 2)])
-def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, batch_size):
+def test_processes_train_the_same_weights_as_one_process(tmp_path, launcher, processes, batch_size):
     """40 samples in batches of 7 (odd; the last has 5) or 2 (one process of three gets none): the
     same weights and scores as one process after 3 epochs, and identical weights on every process
     after every epoch (bitwise: every process applies the same summed gradient)."""
@@ -371,7 +466,7 @@ def test_processes_train_the_same_weights_as_one_process(tmp_path, processes, ba
 
 
 @pytest.mark.slow
-def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path):
+def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path, launcher):
     started = time.monotonic()
     code, stdout, stderr = run_script("fail.py", 2, tmp_path, ok=False)
     assert code != 0 and time.monotonic() - started < 60
@@ -381,9 +476,8 @@ def test_a_failure_on_one_process_ends_every_process_with_a_clear_error(tmp_path
 
 @pytest.mark.slow
 @pytest.mark.parametrize("errors,eta,epoch", [
-    ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1),
-    pytest.param("inject", 0.1, 1, marks=pytest.mark.xfail(strict=True, reason=ONE_PROCESS_OVERFLOW_HANGS))])
-def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta, epoch):
+    ("ignore", 1.2, 2), ("ignore", 1e3, 1), ("raise", 1e3, 1), ("inject", 0.1, 1), ("ignore", 1.4, 1)])
+def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, launcher, errors, eta, epoch):
     """As in one process: TrainingDivergedError in the same epoch, with the weights of the epoch before,
     on every process; whether the loss grows absurdly (eta 1.2: measured against the first minibatch's
     loss, as in one process), becomes NaN, NumPy raises FloatingPointError, or one process alone raises
@@ -399,8 +493,7 @@ def test_divergence_stops_every_process_in_the_same_epoch(tmp_path, errors, eta,
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NON_ROOT_SAVE_BROKEN)
-def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
+def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path, launcher):
     from nncore import CNN
 
     run_script("save_load.py", 2, tmp_path)
@@ -412,6 +505,26 @@ def test_save_writes_on_rank_0_and_the_file_loads_anywhere(tmp_path):
     proba = CNN.load(tmp_path / "model.npz").predict_proba(X)
     np.testing.assert_array_equal(proba, np.load(tmp_path / "proba0.npy"))
     np.testing.assert_array_equal(proba, np.load(tmp_path / "proba1.npy"))
+
+
+@pytest.mark.slow
+def test_rank_0s_scheduler_state_wins_too(tmp_path, launcher):
+    """Rank 0 one epoch ahead (weights, Adam moments and step count): after two distributed epochs every
+    process holds what one process gets from one epoch and then two more."""
+    run_script("resume.py", 1, tmp_path / "one")
+    run_script("resume.py", 2, tmp_path / "two")
+    (alone,), ranks = rank_files(tmp_path / "one", 1), rank_files(tmp_path / "two", 2)
+    for key, expected in alone.items():
+        np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
+        np.testing.assert_allclose(ranks[0][key], expected, rtol=1e-10, atol=1e-13, err_msg=key)
+
+
+@pytest.mark.slow
+def test_a_save_that_fails_on_rank_0_fails_everywhere(tmp_path, launcher):
+    run_script("save_fail.py", 2, tmp_path)
+    errors = [r["error"] for r in rank_files(tmp_path, 2, ".json")]
+    assert errors[0] is not None and errors[1] is not None, errors
+    assert errors[1].split(":")[0] == errors[0].split(":")[0]  # the same exception type
 
 
 def interrupted_run(tmp_path, target):
@@ -433,7 +546,7 @@ def interrupted_run(tmp_path, target):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["mpiexec", "rank 1 only"])
-def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
+def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, launcher, target):
     """SIGINT to mpiexec's process group (mpiexec forwards it to every process, as a terminal's
     Ctrl-C would), or to one process only: every process finishes the same step, keeps the same
     weights, exits 0, and fit gives the SIGINT handler back."""
@@ -446,8 +559,7 @@ def test_ctrl_c_stops_every_process_after_the_same_step(tmp_path, target):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=PARTIAL_EPOCH_SCORED)
-def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path):
+def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path, launcher):
     """As in one process: scores for the completed epochs, NaN for the one cut short."""
     ranks = interrupted_run(tmp_path, "mpiexec")
     completed = int(ranks[0]["steps"]) // int(ranks[0]["steps_per_epoch"])
@@ -455,7 +567,7 @@ def test_ctrl_c_keeps_the_scores_of_completed_epochs_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path):
+def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path, launcher):
     """``mpiexec -n 2 python -m nncore`` runs unchanged: one report, the accuracy of one process (up to
     one of the 360 test images: float32 sums of two shares round differently from one sum)."""
     accuracies = []
@@ -471,13 +583,14 @@ def test_python_m_nncore_under_mpiexec_prints_once_and_learns_as_much(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=NON_ROOT_SAVE_BROKEN)
-def test_the_mnist_example_under_mpiexec_prints_once(tmp_path, mnist_idx):
-    data = mnist_idx()
-    command = python_command(2, ROOT / "examples" / "mnist.py", "--quick", "--data-dir", data, "--out", tmp_path / "out")
+def test_the_mnist_example_under_mpiexec_prints_once(tmp_path, launcher):
+    """--quick without data: rank 0 writes the synthetic IDX files, every process reads them."""
+    command = python_command(2, ROOT / "examples" / "mnist.py", "--quick", "--out", tmp_path / "out")
     result = subprocess.run(command, cwd=ROOT, env=script_env(), capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("test accuracy: ") == 1 and result.stdout.count("Total params") == 1
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("test accuracy: ") for line in lines) == 1, result.stdout
+    assert sum("Total params" in line for line in lines) == 1, result.stdout
     assert (tmp_path / "out" / "mnist_accuracy.png").is_file() and (tmp_path / "out" / "mnist_model.npz").is_file()
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from backends import backend_of, get_backend
 
 from ..schedulers import Adam, Scheduler
+from ..validation import registered_name
 
 
 class Layer:
@@ -239,10 +240,4 @@ def function_name(func):
     """The registered name of an activation (for get_config); ValueError for an unregistered one."""
     from ..activations import ACTIVATIONS
 
-    for name, value in ACTIVATIONS.items():
-        if value is func:
-            return name
-    label = getattr(func, "__name__", repr(func))
-    raise ValueError(f"uses the activation {label!r}, which is not in nncore.activations.ACTIVATIONS; nncore "
-                     f"saves functions by name only (no pickle), so register it first "
-                     f"(nncore.activations.ACTIVATIONS[{label.lower()!r}] = {label}) and do the same before loading")
+    return registered_name(ACTIVATIONS, func, "activation", "nncore.activations.ACTIVATIONS")
