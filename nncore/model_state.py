@@ -85,6 +85,8 @@ def file_parts(model):
         "layers": [],
     }
     arrays = {}
+    if model.parameters is not None:
+        model.parameters.adopt_assigned()  # assigned parameters and changed scheduler settings are what is saved
     for index, layer in enumerate(model.layers):
         where = f"layer {index} ({type(layer).__name__})"
         kind = type(layer).__name__  # registered as an alias of every layer; files keep the class name

@@ -140,10 +140,6 @@ class CNN(LayerStack):
             delta = layer.backward(delta, need_input_grad=index > 0)
             layer.add_penalty(lam)
 
-    def _step(self, lam=0.0):
-        """One scheduler update of every parameter from the layers' gradients (plus ``lam * W``)."""
-        self.parameters.step(self.parameters.gradient(), lam)
-
     # ---- data in ----------------------------------------------------------------------
 
     def _inputs(self, X, what="X", method="fit"):
@@ -240,9 +236,11 @@ class CNN(LayerStack):
         Notes
         -----
         Ctrl-C (``KeyboardInterrupt``) at any point stops training cleanly: the
-        weights of every completed minibatch are kept (an update step that was
-        cut short is rolled back), the progress bar is closed and the scores so
-        far are returned.
+        weights of every completed minibatch are kept (a Ctrl-C during an update
+        step takes effect when the step is complete), the progress bar is closed
+        and the scores so far are returned. Changing the scheduler's settings
+        (``cnn.scheduler.eta = ...``) between or during fits takes effect at the
+        next step, as changing a ``torch.optim`` learning rate does.
         """
         return training.fit(self, X, t, epochs=epochs, lam=lam, batches=batches, X_val=X_val, t_val=t_val,
                             batch_size=batch_size, shuffle=shuffle, verbose=verbose, comm=comm)

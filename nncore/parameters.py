@@ -49,7 +49,7 @@ class FlatParameters:
         for layer in layers:
             for name in layer.params:
                 groups.setdefault(id(layer.scheduler), (layer.scheduler, []))[1].append((layer, name))
-        self.entries, self.groups, start = [], [], 0
+        self.entries, self.groups, self.templates, start = [], [], [], 0
         for template, members in groups.values():
             group_start = start
             for layer, name in members:
@@ -58,7 +58,9 @@ class FlatParameters:
                 self.entries.append((layer, name, start, stop, shape))
                 start = stop
             self.groups.append((template.fresh(), group_start, start))
+            self.templates.append(template)
         self.size = start
+        self._starts = [begin for _, begin, _ in self.groups]
         mask = np.zeros(self.size)
         for layer, name, begin, end, _ in self.entries:
             if name in layer.penalised:
@@ -89,10 +91,23 @@ class FlatParameters:
             self._views.append(view)
 
     def adopt_assigned(self):
-        """Take in parameters assigned since the last bind (``layer.kernel = ...``): nothing is lost.
+        """Take in what the user changed since the last step: nothing is lost, nothing is ignored.
 
-        Only identity checks on the host unless something was assigned.
+        Parameters assigned since the last bind (``layer.kernel = ...``) become
+        the buffer's contents; a group's scheduler takes its template's current
+        settings (``cnn.scheduler.eta = ...``, as a ``torch.optim`` param group's
+        ``lr``). Host work only, unless a parameter was assigned.
         """
+        for (scheduler, *_), template in zip(self.groups, self.templates):
+            if scheduler.get_config() != template.get_config():
+                if type(scheduler) is not type(template):
+                    raise TypeError(f"the scheduler {template!r} changed its type during training")
+                vars(scheduler).update(template.get_config())
+        for layer, name, start, *_ in self.entries:
+            if layer.scheduler is not self.templates[self._group_index(start)]:
+                raise ValueError(f"{layer.label}.scheduler was replaced after the CNN was built; its parameters "
+                                 "keep stepping with the scheduler they started with. Give each layer its "
+                                 "scheduler before the first fit (or call cnn.reset_weights() to start over)")
         current = [getattr(layer, name) for layer, name, *_ in self.entries]
         if all(a is b for a, b in zip(current, self._views)):
             return
@@ -170,7 +185,10 @@ class FlatParameters:
 
     def _group(self, start):
         """``(scheduler, group_start, group_stop)`` of the group holding flat index ``start``."""
-        return self.groups[bisect.bisect_right([begin for _, begin, _ in self.groups], start) - 1]
+        return self.groups[self._group_index(start)]
+
+    def _group_index(self, start):
+        return bisect.bisect_right(self._starts, start) - 1
 
     def parameter_state(self, layer, name):
         """The scheduler state of one parameter: its slices of the group's arrays, and ``t``."""
@@ -187,11 +205,14 @@ class FlatParameters:
         whether they have state yet must agree; ``ValueError`` otherwise.
         """
         members_of = [[] for _ in self.groups]
-        starts = [start for _, start, _ in self.groups]
         for layer, name, begin, *_ in self.entries:
-            members_of[bisect.bisect_right(starts, begin) - 1].append((layer, name))
+            members_of[self._group_index(begin)].append((layer, name))
         for (scheduler, *_), members in zip(self.groups, members_of):
             merged = {}
+            for layer, name in members:
+                if set(states[layer, name]) != set(scheduler.state_dict()):
+                    raise ValueError(f"{layer.label}.{name} has the scheduler state {sorted(states[layer, name])}, "
+                                     f"but its scheduler {scheduler!r} keeps {sorted(scheduler.state_dict())}")
             for key in scheduler.state_dict():
                 values = [states[member][key] for member in members]
                 arrays = [_is_array(v) for v in values]
@@ -211,6 +232,7 @@ class FlatParameters:
 
     def to(self, backend, dtype):
         """Move the buffer and the scheduler states to ``backend`` (in place)."""
+        self.adopt_assigned()
         self.backend, self.dtype = backend, dtype
         self._penalty_mask = backend.asarray(self._penalty_mask, dtype=dtype)
         self._lam, self._lam_mask = 0.0, None
@@ -223,9 +245,9 @@ class FlatParameters:
 class ParameterSchedulers(Mapping):
     """``layer.schedulers`` inside a CNN: ``{name: scheduler}`` showing each parameter's own state.
 
-    Read-only views, built on access from the network's flat state (settings
-    such as ``eta``, the step count ``t`` and the moments as arrays shaped like
-    the parameter). Changing a view changes nothing: the CNN's state lives in
+    Snapshots built on access from the network's flat state (settings such as
+    ``eta``, the step count ``t`` and copies of the moments, shaped like the
+    parameter). Changing one changes nothing: the CNN's state lives in
     :class:`FlatParameters`.
     """
 
@@ -240,8 +262,10 @@ class ParameterSchedulers(Mapping):
         source = tuple(scheduler.state_dict().values())
         cached = self._views.get(name)
         if cached is None or len(cached[0]) != len(source) or any(a is not b for a, b in zip(cached[0], source)):
+            xp = self._parameters.backend.xp
             view = scheduler.fresh()
-            view.load_state_dict(self._parameters.parameter_state(self._layer, name))
+            view.load_state_dict({key: xp.asarray(value, copy=True) if _is_array(value) else value
+                                  for key, value in self._parameters.parameter_state(self._layer, name).items()})
             self._views[name] = cached = (source, view)
         return cached[1]
 

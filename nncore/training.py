@@ -29,7 +29,8 @@ from .validation import check_non_negative_number, check_positive_int
 
 SCORE_KEYS = ("train_error", "train_acc", "val_error", "val_acc")
 ABSURD_GROWTH = 1e8
-"""An epoch's loss above this many times the first minibatch's loss counts as divergence."""
+"""An epoch's loss above this many times the first minibatch's loss (or above this, when that was
+below 1) counts as divergence."""
 MAX_PADDED_EPOCHS = 1_000_000
 """Score arrays are padded with NaN to ``epochs`` up to this length (32 MB); longer runs cut short are not."""
 
@@ -57,9 +58,9 @@ def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle,
     try:
         trainer = prepare(model, X, t, lam, batches, X_val, t_val, batch_size, shuffle, comm)
     except KeyboardInterrupt:
-        # Ctrl-C while the data are checked and moved: nothing was trained, nothing changed.
+        # Ctrl-C while the data are checked and moved (the model may have been built): nothing was trained.
         if verbose:
-            message(f"fit: interrupted before epoch 1 of {epochs}; the model is unchanged")
+            message(f"fit: interrupted before epoch 1 of {epochs}; nothing was trained")
         return Scores(epochs).result()
     return trainer.run(epochs, verbose)
 
@@ -93,15 +94,16 @@ class Trainer:
         self.xp = model.backend.xp
         self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
         self.start_share = 0.0  # this process's part of it (distributed training; an empty share adds 0)
-        self.interrupted = False  # a Ctrl-C that waits for the end of a step (or, distributed, the all-reduce)
-        self.in_step = False
+        self.pending = False  # a Ctrl-C that came during a step or the end of an epoch, not yet acted on
+        self.interrupted = False  # distributed: a Ctrl-C every process knows of (from the all-reduce)
+        self.in_step = False  # inside an update step or the end of an epoch: Ctrl-C waits
         self.failure = None  # a floating-point error in some process's share (distributed training only)
 
     def run(self, epochs, verbose):
         model, parallel = self.model, self.parallel
         scores = Scores(epochs)
         epoch = 0
-        bar = None
+        bar = last_good = None
         try:
             if parallel is not None:
                 self.synchronise_start()
@@ -112,17 +114,21 @@ class Trainer:
                 for epoch in range(epochs):
                     loss, accuracy, problem = self.train_epoch()
                     if self.interrupted:
-                        raise KeyboardInterrupt  # deferred: the epoch was cut short, as in one process
-                    if problem is None:
-                        problem = self.divergence(loss)
-                    if problem is not None:
-                        model.parameters.restore(last_good)
-                        raise self.diverged(epoch, epochs, loss, problem, scores)
-                    last_good = model.parameters.snapshot()
-                    scores.record(epoch, loss, accuracy, *self.validation_scores())
+                        raise KeyboardInterrupt  # distributed: the epoch was cut short, as in one process
+                    with self.uninterrupted():  # the divergence check and its restore, or the new snapshot
+                        if problem is None:
+                            problem = self.divergence(loss)
+                        if problem is not None:
+                            model.parameters.restore(last_good)
+                            raise self.diverged(epoch, epochs, loss, problem, scores)
+                        last_good = model.parameters.snapshot()
+                    scores.record(loss, accuracy, *self.validation_scores())
                     bar.set_postfix(scores.postfix(epoch), refresh=False)
                     bar.update(1)
         except KeyboardInterrupt:
+            if last_good is not None and not (bool(model.parameters.finite()) and
+                                              bool(model.parameters.state_finite())):
+                model.parameters.restore(last_good)  # cut short while a diverged epoch was being undone
             if verbose and (parallel is None or parallel.is_root):
                 message(f"fit: interrupted in epoch {epoch + 1} of {epochs}; keeping the weights learnt so far")
         except TrainingDivergedError:
@@ -157,18 +163,14 @@ class Trainer:
                         raise FloatingPointError(self.failure)
                     if self.start_loss is None:  # the global first minibatch's loss, as one process measures it
                         self.start_loss = parallel.sum_floats([self.start_share])[0] / weight
-                self.in_step = True
-                try:
+                with self.uninterrupted():
                     model.parameters.step(gradient, self.lam)
-                finally:
-                    self.in_step = False
                 if self.interrupted:
-                    if parallel is None:
-                        raise KeyboardInterrupt  # the Ctrl-C that came during the step
                     break  # distributed: every process saw the flag in the same all-reduce
-            loss_sum, hit_sum = self.epoch_totals(losses, hits)
-            if parallel is not None:
-                loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
+            with self.uninterrupted():
+                loss_sum, hit_sum = self.epoch_totals(losses, hits)
+                if parallel is not None:
+                    loss_sum, hit_sum = parallel.sum_floats([loss_sum, hit_sum])
         except (FloatingPointError, RuntimeWarning) as exc:
             # Overflow warnings turned into errors (np.seterr, -W error): the same divergence.
             return math.nan, math.nan, f"a floating-point error occurred ({type(exc).__name__}: {exc})"
@@ -237,7 +239,7 @@ class Trainer:
             return (f"the scheduler state became NaN or infinite (loss {loss:.6g}); the gradients overflowed, "
                     "so the weights would not move any more")
         start = self.start_loss
-        if start is not None and math.isfinite(start) and loss > ABSURD_GROWTH * max(abs(start), 1e-12):
+        if start is not None and math.isfinite(start) and loss > ABSURD_GROWTH * max(abs(start), 1.0):
             return (f"the loss grew to {loss:.6g}, more than {ABSURD_GROWTH:.0e} times its first minibatch's "
                     f"{start:.6g}")
         return None
@@ -260,24 +262,23 @@ class Trainer:
 
     def synchronise_start(self):
         """The same weights, scheduler state and shuffling on every process: rank 0's."""
-        model, parallel = self.model, self.parallel
+        model, parallel, xp = self.model, self.parallel, self.xp
         parameters = model.parameters
+        parameters.adopt_assigned()
         parameters.bind(parallel.broadcast(parameters.flat))
-        for scheduler, *_ in parameters.groups:
+        for scheduler, start, stop in parameters.groups:
             state = scheduler.state_dict()
-            arrays = {key for key, value in state.items() if value is not None and not isinstance(value, int)}
-            # Which arrays exist and the step count come as one small object; the arrays follow.
-            layout = parallel.broadcast_object({key: (key in arrays) if key != "t" else value
+            # The step count and which state arrays exist come as one small object, the arrays after it.
+            layout = parallel.broadcast_object({key: value if key == "t" else value is not None
                                                 for key, value in state.items()})
             synced = {}
             for key, present in layout.items():
-                if key == "t":
-                    synced[key] = present
-                elif present:
-                    local = state[key] if key in arrays else self.xp.zeros_like(parameters.flat)
-                    synced[key] = parallel.broadcast(local)
+                if key == "t" or not present:
+                    synced[key] = present if key == "t" else None
                 else:
-                    synced[key] = None
+                    local = state[key] if state[key] is not None else xp.zeros(
+                        (stop - start,), dtype=model.dtype, device=model.backend.device)
+                    synced[key] = parallel.broadcast(local)
             scheduler.load_state_dict(synced)
         model.shuffle_rng.bit_generator.state = parallel.broadcast_object(model.shuffle_rng.bit_generator.state)
 
@@ -289,14 +290,30 @@ class Trainer:
         per step for the two flags).
         """
         xp = self.xp
-        flags = self.model.backend.asarray([1.0 if self.interrupted else 0.0, 0.0 if self.failure is None else 1.0],
+        flags = self.model.backend.asarray([1.0 if self.pending else 0.0, 0.0 if self.failure is None else 1.0],
                                            dtype=gradient.dtype)
         total = self.parallel.allreduce(xp.concat([gradient * share, flags]))
         interrupted, failed = (float(v) for v in self.model.backend.to_numpy(total[-2:]))
-        self.interrupted = self.interrupted or interrupted > 0
+        self.interrupted = interrupted > 0  # the same on every process
         if failed > 0 and self.failure is None:
             self.failure = "a floating-point error on another process"
         return total[:-2]
+
+    @contextlib.contextmanager
+    def uninterrupted(self):
+        """A stretch that a Ctrl-C must not cut (an update step, the end of an epoch).
+
+        In one process a Ctrl-C that came meanwhile is raised at its end; in
+        distributed training it travels in the next all-reduce instead.
+        """
+        self.in_step = True
+        try:
+            yield
+        finally:
+            self.in_step = False
+        if self.pending and self.parallel is None:
+            self.pending = False
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def interrupts_between_steps(self):
@@ -317,7 +334,7 @@ class Trainer:
         def handler(signum, frame):
             if self.parallel is None and not self.in_step:
                 raise KeyboardInterrupt
-            self.interrupted = True
+            self.pending = True
 
         previous = signal.signal(signal.SIGINT, handler)
         try:
@@ -333,7 +350,7 @@ class Scores:
         self.epochs = epochs
         self.rows = []
 
-    def record(self, epoch, train_error, train_acc, val_error, val_acc):
+    def record(self, train_error, train_acc, val_error, val_acc):
         self.rows.append((train_error, train_acc, val_error, val_acc))
 
     def postfix(self, epoch):

@@ -621,3 +621,21 @@ def test_grid_search_on_two_processes_gives_the_same_results_as_on_one():
         np.testing.assert_array_equal(results[1].cv_results_[key], results[0].cv_results_[key], err_msg=key)
     assert results[1].best_params_ == results[0].best_params_
     assert len(set(results[0].cv_results_["mean_test_score"])) > 1  # the grid matters: not a constant score
+
+
+@pytest.mark.slow
+def test_ctrl_c_inside_an_update_step_stops_every_process_after_the_same_step(tmp_path, launcher):
+    """The signal reaches one process after the step's all-reduce: it must not leave the loop alone."""
+    run_script("interrupt_in_step.py", 2, tmp_path)
+    ranks = rank_files(tmp_path, 2)
+    assert int(ranks[0]["steps"]) == int(ranks[1]["steps"]) == 4  # the flag travels in step 4's all-reduce
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_scheduler_state_of_every_group_comes_from_rank_0(tmp_path, launcher):
+    run_script("sync_groups.py", 2, tmp_path)
+    ranks = rank_files(tmp_path, 2)
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)

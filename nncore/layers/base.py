@@ -144,6 +144,9 @@ class Layer:
         starts over.
         """
         if hasattr(self.schedulers, "reset"):  # the CNN's view of its flat scheduler state
+            if scheduler is not None:
+                raise TypeError(f"{self.label} belongs to a CNN: reset_schedulers() resets its scheduler group "
+                                "and takes no other scheduler (give layers their schedulers before fit)")
             self.schedulers.reset()
             return
         scheduler = scheduler or self.scheduler or Adam(eta=1e-4, rho=0.9, rho2=0.999)
@@ -161,6 +164,9 @@ class Layer:
         Parameters are replaced, never updated in place, so a reference to an
         old array stays a snapshot.
         """
+        if hasattr(self.schedulers, "reset"):
+            raise RuntimeError(f"{self.label} belongs to a CNN, whose fit updates its parameters; step() and "
+                               "_backpropagate() are for a layer used on its own")
         if not self.schedulers:
             self.reset_schedulers()
         for name in self.params:

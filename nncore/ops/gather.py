@@ -8,7 +8,9 @@ array API standard lacks). On a GPU each array operation is a kernel launch, so
 a 3x3 convolution's columns cost one launch instead of nine.
 
 The indices depend only on the geometry; they are built on the host with NumPy
-once per (geometry, backend), moved through ``backends`` and cached.
+once per (geometry, backend), moved through ``backends`` and cached (int32 where
+they fit; each is about as large as one sample's columns, and the cache keeps
+the last 32 geometries).
 
 Columns are ``(n, c * kh * kw, oh * ow)`` with rows ordered ``(c, i, j)``, the
 order of ``kernel.reshape(f, c * kh * kw)``. ``padding`` is
@@ -57,14 +59,15 @@ def _pairs(padding):
     return tuple(tuple(int(p) for p in pair) for pair in padding)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _column_index(backend, chw, kernel_hw, stride_hw, padding):
     """``(index, valid or None, out_hw)``: the flat source pixel of every column entry, on ``backend``."""
     index, valid, out_hw = _host_column_index(chw, kernel_hw, stride_hw, padding)
-    return (backend.asarray(np.where(valid, index, 0)), None if valid.all() else backend.asarray(valid), out_hw)
+    return (backend.asarray(_compact(np.where(valid, index, 0))), None if valid.all() else backend.asarray(valid),
+            out_hw)
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _pixel_index(backend, chw, kernel_hw, stride_hw, padding):
     """``(index, valid or None, readers)``: for each pixel, the column entries that read it (padded to ``readers``)."""
     source, valid, _ = _host_column_index(chw, kernel_hw, stride_hw, padding)
@@ -79,8 +82,13 @@ def _pixel_index(backend, chw, kernel_hw, stride_hw, padding):
     filled = np.zeros((len(count), readers), dtype=bool)
     slot = np.arange(len(entries)) - first[pixels]
     table[pixels, slot], filled[pixels, slot] = entries, True
-    return (backend.asarray(table.reshape(-1)), None if filled.all() else backend.asarray(filled.reshape(-1)),
-            readers)
+    return (backend.asarray(_compact(table.reshape(-1))),
+            None if filled.all() else backend.asarray(filled.reshape(-1)), readers)
+
+
+def _compact(index):
+    """``index`` as int32 when its values fit (half the memory of int64 on the device)."""
+    return index.astype(np.int32) if index.size and index.max() < 2**31 else index
 
 
 def _host_column_index(chw, kernel_hw, stride_hw, padding):
