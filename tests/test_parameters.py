@@ -9,7 +9,7 @@ import pytest
 
 import nncore.parameters
 from backends import to_numpy
-from nncore import CNN, Adam, Constant, CostOLS, Momentum, TrainingDivergedError, identity, softmax
+from nncore import CNN, Adam, Constant, CostOLS, Momentum, identity, softmax
 
 
 def net(scheduler=None, seed=1, dtype="float64", backend="numpy"):
