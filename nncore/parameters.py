@@ -112,6 +112,9 @@ class FlatParameters:
         if all(a is b for a, b in zip(current, self._views)):
             return
         for (layer, name, _, _, shape), value in zip(self.entries, current):
+            if getattr(getattr(value, "dtype", None), "kind", "f") not in "fiub":
+                raise TypeError(f"{layer.label}.{name} was assigned an array of dtype {value.dtype}; parameters "
+                                "must be real numbers")
             if tuple(value.shape) != shape:
                 raise ValueError(f"{layer.label}.{name} was assigned an array of shape {tuple(value.shape)}; "
                                  f"it must keep its shape {shape}")

@@ -438,12 +438,16 @@ def test_missing_file_is_file_not_found(tmp_path):
 
 
 def test_save_refuses_to_write_object_arrays(tmp_path, trained):
-    # (A layer's schedulers are read-only views of the CNN's flat scheduler state since issue 10, so the
-    # object array goes where save reads it: a parameter.)
+    # (A layer's schedulers are snapshots of the CNN's flat scheduler state since issue 10, so the object
+    # array goes where save reads it: a parameter, which the CNN takes in before it saves.)
     cnn = trained[0]
-    cnn.layers[0].kernel = np.array([None], dtype=object)
-    with pytest.raises(ValueError, match=r"param\.0\.kernel.*only (numeric|floating-point) arrays"):
+    cnn.layers[0].kernel = np.full((2, 1, 3, 3), None, dtype=object)
+    with pytest.raises(TypeError, match=r"layer 0 \(Convolution2DLayer\).kernel was assigned an array of dtype "
+                                        r"object; parameters must be real numbers"):
         cnn.save(tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError, match=r"'param\.0\.kernel'.*dtype object"):
+        nncore.io.write(tmp_path / "m.npz", {"format": "x"}, {"param.0.kernel": np.full(3, None, dtype=object)})
     assert os.listdir(tmp_path) == []
 
 
