@@ -662,7 +662,7 @@ def main(argv=None):
     out.append(f"- command: `{command.strip()}`")
     for key, value in info.items():
         out.append(f"- {key}: {value}")
-    out.append(f"- nncore fast paths: {'off (generic code)' if args.generic else 'on (backends/numpy_fast.py)'}")
+    out.append(f"- nncore fast paths: {'off (generic code)' if args.generic else 'on (backends/numpy_fast/)'}")
     out.append(f"- load average (1, 5, 15 min) before: {load_before[0]:.2f} {load_before[1]:.2f} "
                f"{load_before[2]:.2f}; after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     differences = []
