@@ -61,6 +61,7 @@ class FlatParameters:
             self.templates.append(template)
         self.size = start
         self._starts = [begin for _, begin, _ in self.groups]
+        self._places = {(id(layer), name): (begin, end, shape) for layer, name, begin, end, shape in self.entries}
         mask = np.zeros(self.size)
         for layer, name, begin, end, _ in self.entries:
             if name in layer.penalised:
@@ -228,10 +229,10 @@ class FlatParameters:
             scheduler.load_state_dict(merged)
 
     def _where(self, layer, name):
-        for owner, param, start, stop, shape in self.entries:
-            if owner is layer and param == name:
-                return start, stop, shape
-        raise KeyError(f"{layer.label}.{name}")
+        try:
+            return self._places[id(layer), name]
+        except KeyError:
+            raise KeyError(f"{layer.label}.{name}") from None
 
     def to(self, backend, dtype):
         """Move the buffer and the scheduler states to ``backend`` (in place)."""
