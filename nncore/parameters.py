@@ -68,8 +68,7 @@ class FlatParameters:
                 mask[begin:end] = 1.0
         self._penalty_mask = backend.asarray(mask, dtype=dtype)
         self._lam, self._lam_mask = 0.0, None
-        self.flat = self.concat([getattr(layer, name) for layer, name, *_ in self.entries])
-        self.bind(self.flat)
+        self.bind(self._new_buffer([getattr(layer, name) for layer, name, *_ in self.entries]))
         for layer in layers:
             if layer.params:
                 layer.schedulers = ParameterSchedulers(self, layer)
@@ -80,6 +79,11 @@ class FlatParameters:
         if len(arrays) == 1:
             return arrays[0] if arrays[0].ndim == 1 else xp.reshape(arrays[0], (-1,))
         return xp.concat(arrays, axis=None)
+
+    def _new_buffer(self, arrays):
+        """A flat buffer of its own holding ``arrays`` (never one of them: it is updated in place)."""
+        flat = self.concat(arrays)
+        return self.backend.xp.asarray(flat, copy=True) if len(arrays) == 1 else flat
 
     def bind(self, flat):
         """Make ``flat`` the parameters: every layer's arrays become views of it."""
@@ -119,7 +123,7 @@ class FlatParameters:
             if tuple(value.shape) != shape:
                 raise ValueError(f"{layer.label}.{name} was assigned an array of shape {tuple(value.shape)}; "
                                  f"it must keep its shape {shape}")
-        self.bind(self.concat([self.backend.asarray(value, dtype=self.dtype) for value in current]))
+        self.bind(self._new_buffer([self.backend.asarray(value, dtype=self.dtype) for value in current]))
 
     def gradient(self):
         """The layers' gradients (after a backward pass) as one flat array, in the buffer's order."""
