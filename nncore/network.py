@@ -379,6 +379,18 @@ class CNN(LayerStack):
             print_fn(text)
         return text
 
+    def __getstate__(self):
+        """Pickle and deepcopy state: the flat buffer holds every parameter; a communicator stays behind."""
+        if self.parameters is not None:
+            self.parameters.adopt_assigned()
+        return {**vars(self), "comm": None}
+
+    def __setstate__(self, state):
+        vars(self).update(state)
+        if self.parameters is not None:
+            # Copies do not share memory: the layers' parameters become views of the copied buffer again.
+            self.parameters.bind(self.parameters.flat)
+
     def __repr__(self):
         return f"CNN({len(self.layers)} layers, backend={self.backend.name!r}, dtype={dtype_name(self.dtype)!r})"
 

@@ -80,6 +80,11 @@ class FlatParameters:
             return arrays[0] if arrays[0].ndim == 1 else xp.reshape(arrays[0], (-1,))
         return xp.concat(arrays, axis=None)
 
+    def __setstate__(self, state):
+        vars(self).update(state)
+        # Positions are keyed by the layers' ids, which a copy changes (CNN.__setstate__ then rebinds).
+        self._places = {(id(layer), name): (begin, end, shape) for layer, name, begin, end, shape in self.entries}
+
     def _new_buffer(self, arrays):
         """A flat buffer of its own holding ``arrays`` (never one of them: it is updated in place)."""
         flat = self.concat(arrays)

@@ -165,3 +165,21 @@ def test_float32_stays_float32_in_the_buffer_and_every_state(strict_device1):
         assert cnn.parameters.flat.dtype == strict_device1.xp.float32
         for key, value in cnn.parameters.groups[0][0].state_dict().items():
             assert key == "t" or value is None or value.dtype == strict_device1.xp.float32, key
+
+
+@pytest.mark.parametrize("copy_with", ["pickle", "deepcopy"])
+def test_a_pickled_or_copied_cnn_keeps_training_through_its_own_buffer(copy_with):
+    import copy
+    import pickle
+
+    X, t = data()
+    cnn = net()
+    cnn.fit(X, t, epochs=1, batch_size=8, verbose=False)
+    clone = pickle.loads(pickle.dumps(cnn)) if copy_with == "pickle" else copy.deepcopy(cnn)
+    clone.fit(X, t, epochs=2, batch_size=8, shuffle=False, verbose=False)
+    cnn.fit(X, t, epochs=2, batch_size=8, shuffle=False, verbose=False)
+    for a, b in zip(clone.layers, cnn.layers):
+        for name in a.params:
+            np.testing.assert_array_equal(to_numpy(getattr(a, name)), to_numpy(getattr(b, name)), err_msg=name)
+    flat = to_numpy(clone.parameters.flat)
+    np.testing.assert_array_equal(flat[: clone.layers[0].kernel.size], to_numpy(clone.layers[0].kernel).ravel())
