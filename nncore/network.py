@@ -66,7 +66,7 @@ class CNN(LayerStack):
         if not callable(cost_func):
             raise TypeError(f"CNN: cost_func must be a cost factory such as CostCrossEntropy, got {cost_func!r}")
         self.cost_func = cost_func
-        self.scheduler = scheduler
+        self._scheduler = scheduler
         self.seed = seed
         self.backend = get_backend(backend)
         self.dtype = self.backend.dtype(dtype)
@@ -78,6 +78,23 @@ class CNN(LayerStack):
         init_seed, shuffle_seed = np.random.SeedSequence(seed).spawn(2)
         self.init_rng = np.random.default_rng(init_seed)
         self.shuffle_rng = np.random.default_rng(shuffle_seed)
+
+    @property
+    def scheduler(self):
+        """The update rule of every layer that has none of its own (its settings may change at any time)."""
+        return self._scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler):
+        if not isinstance(scheduler, Scheduler):
+            raise TypeError(f"CNN: scheduler must be a Scheduler such as Adam(1e-3), got {type(scheduler).__name__}")
+        if self.parameters is not None and scheduler is not self._scheduler:
+            raise ValueError("CNN: the scheduler cannot be replaced once the CNN is built (its state belongs to the "
+                             "parameters); change its settings instead (cnn.scheduler.eta = ...), or build a new CNN")
+        for layer in self.layers:  # layers added so far follow the CNN's scheduler
+            if layer.scheduler is self._scheduler:
+                layer.scheduler = scheduler
+        self._scheduler = scheduler
 
     # ---- building ----------------------------------------------------------------------
 
@@ -337,10 +354,10 @@ class CNN(LayerStack):
         """
         backend = get_backend(backend, device)
         dtype = backend.dtype(self.dtype)
+        if self.parameters is not None:
+            self.parameters.to(backend, dtype)  # the buffer and the scheduler state, once
         for layer in self.layers:
             layer.to(backend)
-        if self.parameters is not None:
-            self.parameters.to(backend, dtype)
         self.backend, self.dtype = backend, dtype
         return self
 

@@ -19,6 +19,7 @@ the state; ``fit`` restores the last finite epoch from one after divergence.
 
 import bisect
 import math
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -61,6 +62,10 @@ class FlatParameters:
             self.templates.append(template)
         self.size = start
         self._starts = [begin for _, begin, _ in self.groups]
+        self._synced = [_settings(template) for template in self.templates]  # the templates' settings last seen
+        self._owners = {}  # layer -> its group's template, one identity check per layer and step
+        for layer, name, begin, *_ in self.entries:
+            self._owners.setdefault(layer, self.templates[self._group_index(begin)])
         self._places = {(id(layer), name): (begin, end, shape) for layer, name, begin, end, shape in self.entries}
         mask = np.zeros(self.size)
         for layer, name, begin, end, _ in self.entries:
@@ -82,6 +87,7 @@ class FlatParameters:
 
     def __setstate__(self, state):
         vars(self).update(state)
+        self._views = []  # the copy's layers hold copies: CNN.__setstate__ binds them to the copied buffer
         # Positions are keyed by the layers' ids, which a copy changes (CNN.__setstate__ then rebinds).
         self._places = {(id(layer), name): (begin, end, shape) for layer, name, begin, end, shape in self.entries}
 
@@ -93,46 +99,52 @@ class FlatParameters:
     def bind(self, flat):
         """Make ``flat`` the parameters: every layer's arrays become views of it."""
         xp = self.backend.xp
-        self.flat, self._views = flat, []
-        for layer, name, start, stop, shape in self.entries:
-            view = flat[start:stop]
-            view = view if len(shape) == 1 else xp.reshape(view, shape)
+        views = [flat[start:stop] if len(shape) == 1 else xp.reshape(flat[start:stop], shape)
+                 for _, _, start, stop, shape in self.entries]
+        for (layer, name, *_), view in zip(self.entries, views):
             setattr(layer, name, view)
-            self._views.append(view)
+        # Last, so that a bind cut short (Ctrl-C) is noticed and done again by adopt_assigned.
+        self.flat, self._views = flat, views
 
     def adopt_assigned(self):
         """Take in what the user changed since the last step: nothing is lost, nothing is ignored.
 
         Parameters assigned since the last bind (``layer.kernel = ...``) become
-        the buffer's contents; a group's scheduler takes its template's current
-        settings (``cnn.scheduler.eta = ...``, as a ``torch.optim`` param group's
-        ``lr``). Host work only, unless a parameter was assigned.
+        the buffer's contents; a scheduler setting changed on a group's template
+        (``cnn.scheduler.eta = ...``, as a ``torch.optim`` param group's ``lr``)
+        is checked and copied to the group's scheduler. Host work only, unless a
+        parameter was assigned.
         """
-        for (scheduler, *_), template in zip(self.groups, self.templates):
-            if scheduler.get_config() != template.get_config():
-                if type(scheduler) is not type(template):
-                    raise TypeError(f"the scheduler {template!r} changed its type during training")
-                vars(scheduler).update(template.get_config())
-        for layer, name, start, *_ in self.entries:
-            if layer.scheduler is not self.templates[self._group_index(start)]:
+        for index, template in enumerate(self.templates):
+            settings = _settings(template)
+            if settings != self._synced[index]:
+                changed = {key: _setting(template, key, value) for key, value in settings.items()
+                           if self._synced[index].get(key, _MISSING) != value}
+                vars(self.groups[index][0]).update(changed)
+                self._synced[index] = settings
+        for layer, template in self._owners.items():
+            if layer.scheduler is not template:
                 raise ValueError(f"{layer.label}.scheduler was replaced after the CNN was built; its parameters "
                                  "keep stepping with the scheduler they started with. Give each layer its "
                                  "scheduler before the first fit (or call cnn.reset_weights() to start over)")
         current = [getattr(layer, name) for layer, name, *_ in self.entries]
-        if all(a is b for a, b in zip(current, self._views)):
+        if len(self._views) == len(current) and all(a is b for a, b in zip(current, self._views)):
             return
+        values = []
         for (layer, name, _, _, shape), value in zip(self.entries, current):
+            if not hasattr(value, "shape"):
+                value = np.asarray(value)  # a list or a number assigned by hand
             if getattr(getattr(value, "dtype", None), "kind", "f") not in "fiub":
                 raise TypeError(f"{layer.label}.{name} was assigned an array of dtype {value.dtype}; parameters "
                                 "must be real numbers")
             if tuple(value.shape) != shape:
                 raise ValueError(f"{layer.label}.{name} was assigned an array of shape {tuple(value.shape)}; "
                                  f"it must keep its shape {shape}")
-        self.bind(self._new_buffer([self.backend.asarray(value, dtype=self.dtype) for value in current]))
+            values.append(self.backend.asarray(value, dtype=self.dtype))
+        self.bind(self._new_buffer(values))
 
     def gradient(self):
         """The layers' gradients (after a backward pass) as one flat array, in the buffer's order."""
-        self.adopt_assigned()
         return self.concat([layer.grads[name] for layer, name, *_ in self.entries])
 
     def step(self, gradient, lam=0.0):
@@ -291,6 +303,24 @@ class ParameterSchedulers(Mapping):
 
     def __len__(self):
         return len(self._layer.params)
+
+
+_MISSING = object()
+
+
+def _settings(scheduler):
+    """A scheduler's scalar settings (``eta``, ``rho``, ...): what a user may change between steps."""
+    return {key: value for key, value in scheduler.get_config().items()
+            if value is None or isinstance(value, (numbers.Real, str))}
+
+
+def _setting(template, key, value):
+    """A changed setting as the scheduler's constructor would take it: a finite Python float for numbers."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        value = float(value)
+        if not math.isfinite(value):
+            raise ValueError(f"{type(template).__name__}.{key} was set to {value!r}; it must be finite")
+    return value
 
 
 def _is_array(value):

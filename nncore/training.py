@@ -55,49 +55,58 @@ def fit(model, X, t, *, epochs, lam, batches, X_val, t_val, batch_size, shuffle,
     """:meth:`nncore.CNN.fit` (see there)."""
     epochs = check_positive_int("fit: epochs", epochs)
     lam = check_non_negative_number("fit: lam", lam)
-    try:
-        trainer = prepare(model, X, t, lam, batches, X_val, t_val, batch_size, shuffle, comm)
-    except KeyboardInterrupt:
-        # Ctrl-C while the data are checked and moved (the model may have been built): nothing was trained.
-        if verbose:
-            message(f"fit: interrupted before epoch 1 of {epochs}; nothing was trained")
-        return Scores(epochs).result()
-    return trainer.run(epochs, verbose)
-
-
-def prepare(model, X, t, lam, batches, X_val, t_val, batch_size, shuffle, comm):
-    """Check and move the data, build the model if needed: a :class:`Trainer` ready to run."""
-    X = model._inputs(X)
-    t = model._targets(t, X.shape[0])
-    bounds = batch_bounds(X.shape[0], batches, batch_size)
-    validation = None
-    if X_val is not None or t_val is not None:
-        if X_val is None or t_val is None:
-            given, missing = ("X_val", "t_val") if t_val is None else ("t_val", "X_val")
-            raise ValueError(f"fit: {given} was given but {missing} was not; give both, or neither")
-        X_val = model._inputs(X_val, "X_val")
-        validation = (X_val, model._targets(t_val, X_val.shape[0], "t_val", inputs="X_val"))
     parallel = None
     if comm is not None:
         from .distributed import DataParallel
 
         parallel = DataParallel(comm, model.backend)
-    return Trainer(model, X, t, bounds, lam, shuffle, validation, parallel)
+    trainer = Trainer(model, lam, shuffle, parallel)
+    with trainer.interrupts_between_steps():  # from here on, Ctrl-C is handled (distributed: agreed on)
+        try:
+            trainer.prepare(X, t, batches, batch_size, X_val, t_val)
+            stopped = trainer.pending
+        except KeyboardInterrupt:
+            stopped = True
+        except Exception as exc:
+            if parallel is not None:  # bad data on one process only: the others must not wait for it
+                parallel.abort(f"fit failed: {type(exc).__name__}: {exc}")
+            raise
+        if parallel is not None:
+            stopped = parallel.agree(stopped)
+        if stopped:
+            # Ctrl-C while the data are checked and moved (the model may have been built): nothing was trained.
+            if verbose and (parallel is None or parallel.is_root):
+                message(f"fit: interrupted before epoch 1 of {epochs}; nothing was trained")
+            return Scores(epochs).result()
+        return trainer.run(epochs, verbose)
 
 
 class Trainer:
     """One ``fit`` call: the data, the settings and the loop's named steps."""
 
-    def __init__(self, model, X, t, bounds, lam, shuffle, validation, parallel):
-        self.model, self.X, self.t, self.bounds = model, X, t, bounds
-        self.lam, self.shuffle, self.validation, self.parallel = lam, shuffle, validation, parallel
+    def __init__(self, model, lam, shuffle, parallel):
+        self.model, self.lam, self.shuffle, self.parallel = model, lam, shuffle, parallel
         self.xp = model.backend.xp
+        self.X = self.t = self.bounds = self.validation = None  # set by prepare
         self.start_loss = None  # the first minibatch's loss: the yardstick of an absurd loss
         self.start_share = 0.0  # this process's part of it (distributed training; an empty share adds 0)
         self.pending = False  # a Ctrl-C that came during a step or the end of an epoch, not yet acted on
         self.interrupted = False  # distributed: a Ctrl-C every process knows of (from the all-reduce)
         self.in_step = False  # inside an update step or the end of an epoch: Ctrl-C waits
         self.failure = None  # a floating-point error in some process's share (distributed training only)
+
+    def prepare(self, X, t, batches, batch_size, X_val, t_val):
+        """Check and move the data and build the model if needed."""
+        model = self.model
+        self.X = model._inputs(X)
+        self.t = model._targets(t, self.X.shape[0])
+        self.bounds = batch_bounds(self.X.shape[0], batches, batch_size)
+        if X_val is not None or t_val is not None:
+            if X_val is None or t_val is None:
+                given, missing = ("X_val", "t_val") if t_val is None else ("t_val", "X_val")
+                raise ValueError(f"fit: {given} was given but {missing} was not; give both, or neither")
+            X_val = model._inputs(X_val, "X_val")
+            self.validation = (X_val, model._targets(t_val, X_val.shape[0], "t_val", inputs="X_val"))
 
     def run(self, epochs, verbose):
         model, parallel = self.model, self.parallel
@@ -110,21 +119,23 @@ class Trainer:
             bar = progress_bar(epochs, disable=not verbose or (parallel is not None and not parallel.is_root),
                                unit="epoch", dynamic_ncols=True)
             last_good = model.parameters.snapshot()
-            with self.interrupts_between_steps():
-                for epoch in range(epochs):
-                    loss, accuracy, problem = self.train_epoch()
-                    if self.interrupted:
-                        raise KeyboardInterrupt  # distributed: the epoch was cut short, as in one process
-                    with self.uninterrupted():  # the divergence check and its restore, or the new snapshot
-                        if problem is None:
-                            problem = self.divergence(loss)
-                        if problem is not None:
-                            model.parameters.restore(last_good)
-                            raise self.diverged(epoch, epochs, loss, problem, scores)
-                        last_good = model.parameters.snapshot()
-                    scores.record(loss, accuracy, *self.validation_scores())
-                    bar.set_postfix(scores.postfix(epoch), refresh=False)
-                    bar.update(1)
+            for epoch in range(epochs):
+                loss, accuracy, problem = self.train_epoch()
+                if parallel is not None and not self.interrupted:
+                    # A Ctrl-C that came during the epoch's last step missed its all-reduce: agree on it now.
+                    self.interrupted = parallel.agree(self.pending)
+                if self.interrupted:
+                    raise KeyboardInterrupt  # distributed: the epoch was cut short, as in one process
+                with self.uninterrupted():  # the divergence check and its restore, or the new snapshot
+                    if problem is None:
+                        problem = self.divergence(loss)
+                    if problem is not None:
+                        model.parameters.restore(last_good)
+                        raise self.diverged(epoch, epochs, loss, problem, scores)
+                    last_good = model.parameters.snapshot()
+                scores.record(loss, accuracy, *self.validation_scores())
+                bar.set_postfix(scores.postfix(epoch), refresh=False)
+                bar.update(1)
         except KeyboardInterrupt:
             if last_good is not None and not (bool(model.parameters.finite()) and
                                               bool(model.parameters.state_finite())):

@@ -639,3 +639,15 @@ def test_scheduler_state_of_every_group_comes_from_rank_0(tmp_path, launcher):
     ranks = rank_files(tmp_path, 2)
     for key in ranks[0]:
         np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where,epochs", [("prepare", 0), ("sync", 0), ("last", 1)])
+def test_ctrl_c_at_the_edges_of_a_fit_reaches_every_process(tmp_path, launcher, where, epochs):
+    """While the data are prepared or the start synchronised, or in the last step (after its all-reduce):
+    no process is left waiting, and all agree on the weights and on the epochs recorded."""
+    run_script("interrupt_early_late.py", 2, tmp_path, where)
+    ranks = rank_files(tmp_path, 2)
+    assert int(ranks[0]["epochs"]) == int(ranks[1]["epochs"]) == epochs
+    for key in ranks[0]:
+        np.testing.assert_array_equal(ranks[1][key], ranks[0][key], err_msg=key)

@@ -183,3 +183,90 @@ def test_a_pickled_or_copied_cnn_keeps_training_through_its_own_buffer(copy_with
             np.testing.assert_array_equal(to_numpy(getattr(a, name)), to_numpy(getattr(b, name)), err_msg=name)
     flat = to_numpy(clone.parameters.flat)
     np.testing.assert_array_equal(flat[: clone.layers[0].kernel.size], to_numpy(clone.layers[0].kernel).ravel())
+
+
+def test_a_ctrl_c_while_the_layers_are_rebound_is_repaired_at_the_next_step(monkeypatch):
+    """A real SIGINT lands while bind() walks the layers (adopting an assigned kernel): the layers not yet
+    rebound are noticed and every parameter is a view of the buffer again by the end of the next fit."""
+    X, t = data(32)
+    cnn = net(dtype="float32")
+    cnn.fit(X, t, epochs=1, batch_size=16, verbose=False)
+    cnn.layers[0].kernel = cnn.layers[0].kernel + 0.0
+    output, armed = cnn.layers[2], [True]
+    original = type(output).__setattr__
+
+    def interrupting(self, name, value):
+        original(self, name, value)
+        if self is output and armed[0] and name in self.params:
+            armed[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(type(output), "__setattr__", interrupting)
+    cnn.fit(X, t, epochs=1, batch_size=16, verbose=False)
+    monkeypatch.undo()
+    assert not armed[0]
+    cnn.fit(X, t, epochs=1, batch_size=16, verbose=False)
+    flat = cnn.parameters.flat
+    assert all(np.shares_memory(getattr(layer, name), flat) for layer, name, *_ in cnn.parameters.entries)
+
+
+def test_a_custom_scheduler_with_undeclared_host_state_keeps_it():
+    """A course-style scheduler with a step counter of its own (not listed in _state): the settings sync
+    copies only what the user changed on the template, never the template's untouched counter."""
+    from nncore.schedulers import Scheduler
+
+    class Decaying(Scheduler):
+        def __init__(self, eta):
+            super().__init__(eta)
+            self.k = 0
+
+        def update_change(self, gradient):
+            self.k += 1
+            return (self.eta / self.k) * gradient
+
+    X, t = data()
+    cnn = net(scheduler=Decaying(0.1))
+    cnn.fit(X, t, epochs=3, batch_size=8, verbose=False)
+    assert cnn.parameters.groups[0][0].k == 6
+    cnn.scheduler.eta = 0.2
+    cnn.fit(X, t, epochs=1, batch_size=8, verbose=False)
+    assert cnn.parameters.groups[0][0].k == 8 and cnn.parameters.groups[0][0].eta == 0.2
+
+
+def test_numpy_scalar_settings_become_python_floats(tmp_path):
+    """A grid search's np.float64 (or np.float32) learning rate keeps float32 state float32 and saves."""
+    X, t = data()
+    cnn = net(scheduler=Momentum(0.01, 0.9), dtype="float32")
+    cnn.fit(X, t, epochs=1, verbose=False)
+    cnn.scheduler.eta = np.logspace(-3, -1, 3)[2]
+    cnn.scheduler.momentum = np.float32(0.5)
+    cnn.fit(X, t, epochs=1, verbose=False)
+    group = cnn.parameters.groups[0][0]
+    assert type(group.eta) is float and type(group.momentum) is float and group.change.dtype == np.float32
+    loaded = CNN.load(cnn.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(X), cnn.predict_proba(X))
+    cnn.scheduler.eta = float("nan")
+    with pytest.raises(ValueError, match=r"Momentum.eta was set to nan; it must be finite"):
+        cnn.fit(X, t, epochs=1, verbose=False)
+
+
+def test_the_cnn_scheduler_is_replaced_only_before_building():
+    X, t = data()
+    cnn = net()
+    cnn.scheduler = Momentum(0.01, 0.9)  # before building: the layers follow
+    assert all(layer.scheduler is cnn.scheduler for layer in cnn.layers if layer.params)
+    cnn.fit(X, t, epochs=1, verbose=False)
+    assert isinstance(cnn.parameters.groups[0][0], Momentum)
+    with pytest.raises(ValueError, match="cannot be replaced once the CNN is built"):
+        cnn.scheduler = Adam(1e-3)
+    with pytest.raises(TypeError, match="must be a Scheduler"):
+        CNN().scheduler = "adam"
+
+
+def test_a_list_assigned_as_a_parameter_is_taken_in():
+    X, t = data()
+    cnn = net()
+    cnn.fit(X, t, epochs=1, verbose=False)
+    cnn.layers[2].bias = [0.5, 0.25, 0.0]
+    cnn.fit(X, t, epochs=1, verbose=False)
+    assert np.shares_memory(cnn.layers[2].bias, cnn.parameters.flat)

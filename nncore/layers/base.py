@@ -178,9 +178,10 @@ class Layer:
         backend = get_backend(backend)
         if self.built:
             dtype = backend.dtype(self.dtype)
-            for name in self.params:
+            in_network = hasattr(self.schedulers, "reset")  # the CNN has moved its flat buffer already
+            for name in () if in_network else self.params:
                 setattr(self, name, backend.asarray(getattr(self, name), dtype=dtype))
-            for scheduler in self.schedulers.values():
+            for scheduler in () if in_network else self.schedulers.values():
                 scheduler.load_state_dict({key: value if isinstance(value, int) or value is None
                                            else backend.asarray(value)
                                            for key, value in scheduler.state_dict().items()})
