@@ -42,8 +42,7 @@ def leaky_relu(X, slope):
     The one formula behind :func:`RELU` and :func:`LRELU`, and behind the
     activations that the convolution op applies itself (``nncore.ops``).
     """
-    xp = namespace(X)
-    return xp.where(X > 0, X, slope * X if slope else 0.0)
+    return leaky_relu_with_sign(X, slope)[0]
 
 
 def leaky_relu_derivative(X, slope):
@@ -61,8 +60,7 @@ def leaky_relu_backprop(X, grad, slope):
 
     ``X`` may be the input or (for ``slope >= 0``) the output of :func:`leaky_relu`.
     """
-    xp = namespace(X, grad)
-    return xp.where(X > 0, grad, slope * grad if slope else 0.0)
+    return leaky_relu_backprop_sign(X > 0, grad, slope)
 
 
 def leaky_relu_with_sign(X, slope):
