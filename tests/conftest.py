@@ -15,6 +15,7 @@ without a GPU can still execute the GPU tests' own code.
 
 import functools
 import gzip
+import signal
 import os
 
 import numpy as np
@@ -142,3 +143,15 @@ def mnist_idx(tmp_path):
         return folder
 
     return write
+
+
+def pytest_configure(config):
+    """Let Ctrl-C reach the tests that send it, also in a run started as a background job.
+
+    Shells start background jobs (``cmd &``, CI runners, nohup) with SIGINT ignored,
+    and Python then keeps it ignored; the tests of Ctrl-C handling (in this process
+    and in the subprocesses it starts, which inherit an ignored signal) need it
+    delivered as a user's terminal would.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
